@@ -1,0 +1,298 @@
+"""The storage seam: abstract role interfaces whose docstrings are the contract.
+
+A backend is one object implementing all of the roles below (``Backend``). Every method that
+touches tenant data takes the tenant id first and never reads or writes another tenant's data;
+ids are kept and compared exactly as given (no case folding, no normalisation), so ``job-1`` and
+``job1`` are different jobs, and an id such as ``a|b``, ``*`` or ``{x}`` matches only itself.
+
+Every method may raise :class:`chronos.errors.BackendUnavailable` when the store cannot be
+reached; the HTTP layer turns that into a 503 with ``Retry-After``. Methods raise no driver
+exceptions. Timestamps are integer epoch milliseconds (UTC). The test suite in
+``tests/contract/`` is run against every implementation and is the executable form of this text.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chronos.models import (
+    ApiKey,
+    Event,
+    Execution,
+    ExecutionQuery,
+    Job,
+    JobQuery,
+    MetricBucket,
+    Page,
+    User,
+    WriteOutcome,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """Settings every backend understands; built by the app factory from its config."""
+
+    key_prefix: str = "chronos:"
+    #: How long execution records are kept; ``None`` keeps them until deleted.
+    execution_ttl_ms: int | None = 30 * 24 * 3600 * 1000
+    #: How long raw (per-minute) metric samples are kept; compactions are kept longer.
+    metrics_retention_ms: int = 400 * 24 * 3600 * 1000
+    connect_timeout_s: float = 5.0
+    socket_timeout_s: float = 10.0
+
+
+class AccountStore(abc.ABC):
+    """Users, the tenants they belong to, and API keys."""
+
+    @abc.abstractmethod
+    def create_user(self, user: User) -> User:
+        """Store a new user; its tenant comes into existence with its first user.
+
+        Usernames are unique across the installation. Raises ``Conflict`` if the username is
+        taken. Returns the stored user.
+        """
+
+    @abc.abstractmethod
+    def get_user(self, username: str) -> User | None:
+        """The user with exactly this username, or ``None``."""
+
+    @abc.abstractmethod
+    def list_users(self, tenant_id: str) -> list[User]:
+        """The users of one tenant, ordered by username."""
+
+    @abc.abstractmethod
+    def list_tenants(self) -> list[str]:
+        """Every tenant id that has at least one user, sorted. For operators and the scheduler."""
+
+    @abc.abstractmethod
+    def create_api_key(self, key: ApiKey) -> ApiKey:
+        """Store a new API key record. Raises ``Conflict`` if ``key_id`` exists already."""
+
+    @abc.abstractmethod
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        """The key record with this id (revoked ones included), in O(1), or ``None``.
+
+        Key ids are global (they are how an incoming key is found before its tenant is known).
+        """
+
+    @abc.abstractmethod
+    def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+        """The tenant's keys, revoked ones included, newest first."""
+
+    @abc.abstractmethod
+    def revoke_api_key(self, tenant_id: str, key_id: str, now: int) -> bool:
+        """Mark the key revoked at ``now``. False if the tenant has no such active key."""
+
+    @abc.abstractmethod
+    def touch_api_key(self, key_id: str, now: int) -> None:
+        """Record that the key was used at ``now``. Never fails for a missing key."""
+
+
+class JobStore(abc.ABC):
+    """Job definitions, one namespace per tenant."""
+
+    @abc.abstractmethod
+    def upsert_jobs(self, tenant_id: str, jobs: Sequence[Job], now: int) -> list[WriteOutcome]:
+        """Create or replace job definitions of one tenant; one outcome per job, in order.
+
+        Every job's ``tenant_id`` must equal ``tenant_id`` (``ValueError`` otherwise). The
+        definition fields are replaced by the given ones; ``created_at``, ``seq`` and ``state``
+        of an existing job are kept. A new job gets ``created_at = now`` and the next ``seq`` of
+        its tenant. ``updated_at`` becomes ``now``. Outcomes are ``"created"`` or ``"updated"``.
+        """
+
+    @abc.abstractmethod
+    def get_job(self, tenant_id: str, job_id: str) -> Job | None:
+        """The job with exactly this id in this tenant, or ``None``."""
+
+    @abc.abstractmethod
+    def list_jobs(self, tenant_id: str, query: JobQuery) -> Page[Job]:
+        """The tenant's jobs matching ``query``, in registration order (``seq`` ascending).
+
+        ``enabled`` and ``tag`` filter exactly; ``text`` matches words of the name or
+        description, literally (characters with a meaning in any query language are inert).
+        ``limit`` is 1..1000. Pass the returned ``next_cursor`` to get the next page; a cursor
+        that was not produced by this method raises ``ValidationError``.
+        """
+
+    @abc.abstractmethod
+    def set_job_enabled(self, tenant_id: str, job_id: str, enabled: bool, now: int) -> Job:
+        """Enable or disable a job and return it. Raises ``NotFound``."""
+
+    @abc.abstractmethod
+    def delete_job(self, tenant_id: str, job_id: str) -> bool:
+        """Delete the definition and its schedule entry. False if there was none.
+
+        Executions and metrics of the job are kept until retention removes them.
+        """
+
+
+class ExecutionStore(abc.ABC):
+    """Execution records: idempotent writes, lookups and search."""
+
+    @abc.abstractmethod
+    def write_executions(
+        self, tenant_id: str, executions: Sequence[Execution]
+    ) -> list[WriteOutcome]:
+        """Store executions of one tenant idempotently; one outcome per item, in order.
+
+        Keyed on ``(tenant_id, exec_id)``:
+
+        - no stored record: store it, outcome ``"created"``;
+        - stored ``running`` and the new status terminal: replace it, outcome ``"updated"``;
+        - otherwise (same exec id again, or anything after a terminal status): store nothing,
+          outcome ``"duplicate"``.
+
+        A record's first terminal status is counted once in the metrics (at ``finished_at``,
+        else ``started_at``), its duration added to the percentile sketches, and the job's
+        ``state`` (last run) advanced if the job exists and this run started no earlier than
+        the recorded last run. Every created or updated record is published as an
+        ``execution`` event of its tenant. All of one item's effects happen together or not at
+        all; a retried batch never double counts. Every ``tenant_id`` must equal
+        ``tenant_id`` (``ValueError`` otherwise).
+        """
+
+    @abc.abstractmethod
+    def get_execution(self, tenant_id: str, exec_id: str) -> Execution | None:
+        """The execution with exactly this id in this tenant, or ``None``."""
+
+    @abc.abstractmethod
+    def search_executions(self, tenant_id: str, query: ExecutionQuery) -> Page[Execution]:
+        """The tenant's executions matching every given filter, newest ``started_at`` first.
+
+        ``job_id``, ``status``, ``job_version`` and ``host`` match exactly; ``since``/``until``
+        bound ``started_at`` as ``[since, until)``; ``text`` matches words of the error type,
+        message, stack, stdout or stderr, literally. ``limit`` is 1..1000. Pages follow
+        ``next_cursor``; a bad cursor raises ``ValidationError``.
+        """
+
+
+class MetricsStore(abc.ABC):
+    """Counts and duration percentiles, bucketed by time, at a cost independent of how many
+    executions are stored."""
+
+    @abc.abstractmethod
+    def metric_buckets(
+        self, tenant_id: str, job_id: str | None, edges: Sequence[int]
+    ) -> list[MetricBucket]:
+        """Counts of terminal executions per bucket ``[edges[i], edges[i+1])``.
+
+        ``job_id=None`` means the whole tenant. ``edges`` is strictly increasing with at least
+        two items; buckets may have different lengths (months, days across DST changes).
+        Buckets with nothing in them come back with zeros. Resolution is one minute.
+        """
+
+    @abc.abstractmethod
+    def duration_quantiles(
+        self,
+        tenant_id: str,
+        job_id: str | None,
+        edges: Sequence[int],
+        quantiles: Sequence[float],
+    ) -> list[list[float | None]]:
+        """Duration percentiles (ms) of terminal executions per bucket, from sketches.
+
+        One list per bucket, one value per quantile (each in ``[0, 1]``), ``None`` where the
+        bucket had no durations. Values are estimates (t-digest or exact); sketches are kept
+        per hour for recent data and per day for older data, so buckets that do not start and
+        end on whole hours (or, for old data, whole UTC days) are widened to them.
+        """
+
+
+class Subscription(abc.ABC):
+    """A live feed of events of every tenant; the realtime layer filters by tenant."""
+
+    @abc.abstractmethod
+    def get(self, timeout: float) -> Event | None:
+        """The next event, waiting up to ``timeout`` seconds; ``None`` if none came."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop receiving. Idempotent."""
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            event = self.get(timeout=1.0)
+            if event is not None:
+                yield event
+
+
+class EventBus(abc.ABC):
+    """Publish/subscribe of live events."""
+
+    @abc.abstractmethod
+    def publish(self, event: Event) -> None:
+        """Deliver the event to every current subscription (at most once each, in order)."""
+
+    @abc.abstractmethod
+    def subscribe(self) -> Subscription:
+        """A subscription that sees every event published after this call returns."""
+
+
+class SchedulerStore(abc.ABC):
+    """What the cron scanner needs: a due-time index over all tenants and atomic claims."""
+
+    @abc.abstractmethod
+    def set_next_fire(self, tenant_id: str, job_id: str, when: int | None) -> None:
+        """Record when the job next fires, or remove it from the index with ``None``."""
+
+    @abc.abstractmethod
+    def due_fires(self, now: int, limit: int) -> list[tuple[str, str, int]]:
+        """Up to ``limit`` ``(tenant_id, job_id, when)`` with ``when <= now``, earliest first.
+
+        Costs O(log n + limit) for n indexed jobs.
+        """
+
+    @abc.abstractmethod
+    def claim_trigger(
+        self, tenant_id: str, job_id: str, instant: int, owner: str, ttl_ms: int
+    ) -> bool:
+        """Atomically claim firing ``job_id`` at the scheduled ``instant``.
+
+        True for exactly one caller per ``(tenant_id, job_id, instant)`` while the claim lives
+        (``ttl_ms``), however many threads, processes or hosts race; False for the others.
+        """
+
+
+class Backend(AccountStore, JobStore, ExecutionStore, MetricsStore, EventBus, SchedulerStore):
+    """A complete storage backend. Implementations register under the ``chronos.backends``
+    entry-point group, one entry per URL scheme they serve."""
+
+    #: Short name shown in ``/healthz`` and errors.
+    name: str = "backend"
+
+    @abc.abstractmethod
+    def __init__(self, url: str, options: BackendOptions) -> None:
+        """Remember the settings. Must not open connections (the app is built before gunicorn
+        forks); connect lazily on first use."""
+
+    @abc.abstractmethod
+    def health(self) -> dict[str, Any]:
+        """A JSON-able report with at least ``{"status": "ok" | "degraded", "backend": name}``.
+
+        Raises ``BackendUnavailable`` when the store cannot be reached.
+        """
+
+    @abc.abstractmethod
+    def migrate(self) -> list[str]:
+        """Bring the storage schema (indices, series) up to date; return the names of the
+        migrations applied now. Safe to run concurrently and repeatedly (a no-op when current).
+        """
+
+    @abc.abstractmethod
+    def schema_status(self) -> list[dict[str, Any]]:
+        """Every known migration as ``{"name", "description", "applied_at" (ms or None)}``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and threads. The backend may not be used afterwards."""

@@ -1,0 +1,76 @@
+"""How jobs, executions, users and API keys are laid out as RedisJSON documents.
+
+The user's values are stored under their own names, exactly as given. ``_k`` holds the
+encoded copies that the search indices' TAG fields read (see ``keys.enc``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from chronos.backends.redis_stack.keys import enc
+from chronos.models import ApiKey, Execution, Job, JobState, User
+
+_JOB_FIELDS = {f.name for f in dataclasses.fields(Job)} - {"state"}
+_EXEC_FIELDS = {f.name for f in dataclasses.fields(Execution)}
+_STATE_FIELDS = {f.name for f in dataclasses.fields(JobState)}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def job_to_doc(job: Job) -> dict[str, Any]:
+    doc = dataclasses.asdict(job)
+    doc["_k"] = {
+        "t": enc(job.tenant_id),
+        "id": enc(job.id),
+        "tags": [enc(tag) for tag in job.tags],
+        "en": "1" if job.enabled else "0",
+    }
+    return doc
+
+
+def job_from_doc(doc: dict[str, Any]) -> Job:
+    fields = {k: v for k, v in doc.items() if k in _JOB_FIELDS}
+    state = {k: v for k, v in (doc.get("state") or {}).items() if k in _STATE_FIELDS}
+    return Job(**fields, state=JobState(**state))
+
+
+def execution_to_doc(execution: Execution) -> dict[str, Any]:
+    doc = dataclasses.asdict(execution)
+    k: dict[str, Any] = {"t": enc(execution.tenant_id), "job": enc(execution.job_id)}
+    if execution.job_version is not None:
+        k["v"] = enc(execution.job_version)
+    if execution.host is not None:
+        k["host"] = enc(execution.host)
+    if execution.trigger_id is not None:
+        k["trig"] = enc(execution.trigger_id)
+    doc["_k"] = k
+    return doc
+
+
+def execution_from_doc(doc: dict[str, Any]) -> Execution:
+    return Execution(**{k: v for k, v in doc.items() if k in _EXEC_FIELDS})
+
+
+def user_to_doc(user: User) -> dict[str, Any]:
+    return dataclasses.asdict(user)
+
+
+def user_from_doc(doc: dict[str, Any]) -> User:
+    return User(**doc)
+
+
+def api_key_to_doc(key: ApiKey) -> dict[str, Any]:
+    doc = dataclasses.asdict(key)
+    doc["scopes"] = list(key.scopes)
+    return doc
+
+
+def api_key_from_doc(doc: dict[str, Any]) -> ApiKey:
+    doc = dict(doc)
+    doc["scopes"] = tuple(doc.get("scopes") or ())
+    return ApiKey(**doc)

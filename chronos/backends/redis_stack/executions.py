@@ -1,0 +1,149 @@
+"""Execution records: one JSON document each, written with their metrics by one script."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from chronos.backends import cursor
+from chronos.backends.base import ExecutionStore
+from chronos.backends.redis_stack import documents as docs
+from chronos.backends.redis_stack.connection import translated
+from chronos.backends.redis_stack.core import HOURLY_SKETCH_RETENTION_MS, RAW_RETENTION_MS, RedisCore
+from chronos.backends.redis_stack.jobs import check_limit
+from chronos.backends.redis_stack.keys import METRICS, RESOLUTIONS, SKETCH_GRAINS, enc
+from chronos.backends.redis_stack.search import Query, search_documents
+from chronos.models import (
+    FAILURE_STATUSES,
+    Execution,
+    ExecutionQuery,
+    Page,
+    WriteOutcome,
+    replace,
+)
+
+TEXT_FIELDS = ["error_type", "error_message", "error_stack", "stdout", "stderr"]
+#: Margin kept from the raw series' retention edge, so a sample never lands where TS.ADD
+#: would refuse it (the server's clock may differ a little from ours).
+_RETENTION_MARGIN_MS = 3600 * 1000
+
+
+def event_data(execution: Execution, outcome: str) -> dict[str, Any]:
+    """The summary of an execution carried by live ``execution`` events."""
+    return {
+        "execId": execution.exec_id,
+        "jobId": execution.job_id,
+        "status": execution.status,
+        "startedAt": execution.started_at,
+        "finishedAt": execution.finished_at,
+        "durationMs": execution.effective_duration_ms(),
+        "exitCode": execution.exit_code,
+        "outcome": outcome,
+    }
+
+
+def _floor(ms: int, step: int) -> int:
+    return ms - ms % step
+
+
+class RedisExecutions(RedisCore, ExecutionStore):
+    @translated
+    def write_executions(
+        self, tenant_id: str, executions: Sequence[Execution]
+    ) -> list[WriteOutcome]:
+        for ex in executions:
+            if ex.tenant_id != tenant_id:
+                raise ValueError(f"execution {ex.exec_id!r} belongs to tenant {ex.tenant_id!r}")
+        now = self.clock()
+        write = self.script("WRITE_EXECUTION")
+        pipe = self.client().pipeline(transaction=False)
+        for ex in executions:
+            keys, args = self._write_call(replace(ex, received_at=ex.received_at or now), now)
+            write(keys=keys, args=args, client=pipe)
+        return list(pipe.execute())
+
+    def _write_call(self, ex: Execution, now: int) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        t, job = ex.tenant_id, ex.job_id
+        series = [
+            k.series(t, scope, metric, res)
+            for scope in (None, job)
+            for metric in METRICS
+            for res in RESOLUTIONS
+        ]
+        # A run counts when it finished; a clock running ahead never plants future samples.
+        at = min(ex.finished_at if ex.finished_at is not None else ex.started_at, now)
+        counted = ex.terminal and at >= now - RAW_RETENTION_MS + _RETENTION_MARGIN_MS
+        minute = _floor(at, 60_000)
+        hour, day = _floor(at, SKETCH_GRAINS["h"]), _floor(at, SKETCH_GRAINS["d"])
+        hour_expiry = hour + HOURLY_SKETCH_RETENTION_MS
+        day_expiry = day + self.options.metrics_retention_ms
+        sketches = [k.sketch(t, None, "h", hour), k.sketch(t, None, "d", day),
+                    k.sketch(t, job, "h", hour), k.sketch(t, job, "d", day)]  # fmt: skip
+        duration = ex.effective_duration_ms()
+        if duration is not None and duration < 0:
+            duration = None
+        channel = k.events_channel(t)
+        args = [
+            docs.dumps(docs.execution_to_doc(ex)),
+            ex.status,
+            "1" if ex.terminal else "0",
+            str(minute) if counted else "",
+            "1" if ex.status == "success" else "0",
+            "1" if ex.status in FAILURE_STATUSES else "0",
+            "" if duration is None else str(duration),
+            str(self.options.execution_ttl_ms or 0),
+            channel,
+            docs.dumps({"type": "execution", "data": event_data(ex, "created")}),
+            docs.dumps({"type": "execution", "data": event_data(ex, "updated")}),
+            str(RAW_RETENTION_MS),
+            str(self.options.metrics_retention_ms),
+            str(hour_expiry) if hour_expiry > now else "0",
+            str(day_expiry) if day_expiry > now else "0",
+            str(ex.started_at),
+            "null" if ex.finished_at is None else str(ex.finished_at),
+            docs.dumps(ex.exec_id),
+            "null" if duration is None else str(duration),
+            str(at),
+        ]
+        return [k.execution(t, ex.exec_id), k.job(t, job), *series, *sketches], args
+
+    @translated
+    def get_execution(self, tenant_id: str, exec_id: str) -> Execution | None:
+        doc = self.client().json().get(self.keys.execution(tenant_id, exec_id))
+        return docs.execution_from_doc(doc) if doc else None
+
+    @translated
+    def search_executions(self, tenant_id: str, query: ExecutionQuery) -> Page[Execution]:
+        check_limit(query.limit)
+        before, skip = None, 0
+        if query.cursor:
+            position = cursor.decode(query.cursor, "executions", ts=int, skip=int)
+            before, skip = position["ts"], position["skip"]
+        q = Query().tag("tenant", enc(tenant_id))
+        if query.job_id is not None:
+            q.tag("job", enc(query.job_id))
+        if query.status is not None:
+            q.tag("status", enc(query.status))
+        if query.job_version is not None:
+            q.tag("version", enc(query.job_version))
+        if query.host is not None:
+            q.tag("host", enc(query.host))
+        if query.since is not None or query.until is not None:
+            q.numeric("started_at", query.since, None if query.until is None else query.until - 1)
+        if before is not None:
+            q.numeric("started_at", None, before)
+        q.text(TEXT_FIELDS, query.text)
+        found = search_documents(
+            self.client(), self.keys.index_alias("executions"), q,
+            sort_by="started_at", ascending=False, offset=skip, limit=query.limit + 1,
+        )  # fmt: skip
+        items = [docs.execution_from_doc(d) for d in found[: query.limit]]
+        next_cursor = None
+        if len(found) > query.limit:
+            last = items[-1].started_at
+            ties = sum(1 for item in items if item.started_at == last)
+            if before == last:
+                ties += skip
+            next_cursor = cursor.encode("executions", ts=last, skip=ties)
+        return Page(items=items, next_cursor=next_cursor)

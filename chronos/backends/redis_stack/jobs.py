@@ -1,0 +1,92 @@
+"""Job definitions: one JSON document per (tenant, job), searched through the jobs index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chronos.backends import cursor
+from chronos.backends.base import JobStore
+from chronos.backends.redis_stack import documents as docs
+from chronos.backends.redis_stack.connection import translated
+from chronos.backends.redis_stack.core import RedisCore
+from chronos.backends.redis_stack.keys import enc
+from chronos.backends.redis_stack.search import Query, search_documents
+from chronos.errors import NotFound, ValidationError
+from chronos.models import Job, JobQuery, Page, WriteOutcome, replace
+
+MAX_LIMIT = 1000
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+
+
+class RedisJobs(RedisCore, JobStore):
+    @translated
+    def upsert_jobs(self, tenant_id: str, jobs: Sequence[Job], now: int) -> list[WriteOutcome]:
+        for job in jobs:
+            if job.tenant_id != tenant_id:
+                raise ValueError(f"job {job.id!r} belongs to tenant {job.tenant_id!r}")
+        upsert = self.script("UPSERT_JOB")
+        pipe = self.client().pipeline(transaction=False)
+        for job in jobs:
+            doc = docs.job_to_doc(replace(job, updated_at=now, created_at=now, seq=0))
+            upsert(
+                keys=[self.keys.job(tenant_id, job.id), self.keys.job_seq(tenant_id)],
+                args=[docs.dumps(doc), now],
+                client=pipe,
+            )
+        return list(pipe.execute())
+
+    @translated
+    def get_job(self, tenant_id: str, job_id: str) -> Job | None:
+        doc = self.client().json().get(self.keys.job(tenant_id, job_id))
+        return docs.job_from_doc(doc) if doc else None
+
+    @translated
+    def list_jobs(self, tenant_id: str, query: JobQuery) -> Page[Job]:
+        check_limit(query.limit)
+        after = 0
+        if query.cursor:
+            after = cursor.decode(query.cursor, "jobs", seq=int)["seq"]
+        q = Query().tag("tenant", enc(tenant_id))
+        if query.enabled is not None:
+            q.tag("enabled", "1" if query.enabled else "0")
+        if query.tag is not None:
+            q.tag("tag", enc(query.tag))
+        q.text(["name", "description"], query.text)
+        q.numeric("seq", after + 1, None)
+        found = search_documents(
+            self.client(), self.keys.index_alias("jobs"), q,
+            sort_by="seq", ascending=True, offset=0, limit=query.limit + 1,
+        )  # fmt: skip
+        items = [docs.job_from_doc(d) for d in found[: query.limit]]
+        next_cursor = None
+        if len(found) > query.limit:
+            next_cursor = cursor.encode("jobs", seq=items[-1].seq)
+        return Page(items=items, next_cursor=next_cursor)
+
+    @translated
+    def set_job_enabled(self, tenant_id: str, job_id: str, enabled: bool, now: int) -> Job:
+        key = self.keys.job(tenant_id, job_id)
+        done = self.client().eval(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+            "redis.call('JSON.MSET', KEYS[1], '$.enabled', ARGV[1], KEYS[1], '$._k.en', ARGV[2], "
+            "KEYS[1], '$.updated_at', ARGV[3]) return 1",
+            1, key, "true" if enabled else "false", '"1"' if enabled else '"0"', now,
+        )  # fmt: skip
+        if not done:
+            raise NotFound(f"no job {job_id!r}")
+        job = self.get_job(tenant_id, job_id)
+        if job is None:  # deleted between the two calls
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    @translated
+    def delete_job(self, tenant_id: str, job_id: str) -> bool:
+        pipe = self.client().pipeline(transaction=True)
+        pipe.delete(self.keys.job(tenant_id, job_id))
+        pipe.zrem(self.keys.schedule(), self.keys.schedule_member(tenant_id, job_id))
+        deleted, _ = pipe.execute()
+        return bool(deleted)

@@ -1,0 +1,139 @@
+"""Every Redis key, index and channel name Chronos uses, built from the key prefix.
+
+Nothing else in the code base spells a key. User-given ids (tenant, job, execution, key ids,
+usernames) go through :func:`enc`, a percent-encoding whose output holds only
+``[A-Za-z0-9_.~%-]``: two different ids never give the same key, a ``:`` inside an id cannot
+forge another key's shape, and glob characters (``*?[]``) cannot widen a pattern. The same
+encoding is what the search indices store in their TAG fields, so an id reaching a query is
+inert text, and is also passed as a ``DIALECT 2`` parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+#: Metric series kept per scope (tenant, and tenant+job): runs, successes, failures,
+#: duration sum and count of runs that had a duration.
+METRICS: tuple[str, ...] = ("runs", "success", "failure", "dur_sum", "dur_n")
+#: Series resolutions: raw per-minute samples and their hourly and daily compactions.
+RESOLUTIONS: tuple[str, ...] = ("raw", "1h", "1d")
+RESOLUTION_MS: dict[str, int] = {"raw": 60_000, "1h": 3_600_000, "1d": 86_400_000}
+#: Duration sketches: hourly for recent data, daily for the long range.
+SKETCH_GRAINS: dict[str, int] = {"h": 3_600_000, "d": 86_400_000}
+
+#: The scope part of a key that means "the whole tenant". ``enc`` never yields a bare ``*``.
+ALL_JOBS = "*"
+
+
+def enc(value: str) -> str:
+    """Encode a user-given id for use inside a key or a TAG field."""
+    return quote(value, safe="")
+
+
+def dec(value: str) -> str:
+    return unquote(value)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix, e.g. ``Keys("chronos:")``."""
+
+    prefix: str = "chronos:"
+
+    # accounts ------------------------------------------------------------------------------
+    def user(self, username: str) -> str:
+        return f"{self.prefix}user:{enc(username)}"
+
+    def tenants(self) -> str:
+        return f"{self.prefix}tenants"
+
+    def tenant_users(self, tenant_id: str) -> str:
+        return f"{self.prefix}tenant:{enc(tenant_id)}:users"
+
+    def api_key(self, key_id: str) -> str:
+        return f"{self.prefix}apikey:{enc(key_id)}"
+
+    def tenant_api_keys(self, tenant_id: str) -> str:
+        return f"{self.prefix}tenant:{enc(tenant_id)}:apikeys"
+
+    # jobs and executions -------------------------------------------------------------------
+    def job_prefix(self) -> str:
+        return f"{self.prefix}job:"
+
+    def job(self, tenant_id: str, job_id: str) -> str:
+        return f"{self.job_prefix()}{enc(tenant_id)}:{enc(job_id)}"
+
+    def job_seq(self, tenant_id: str) -> str:
+        return f"{self.prefix}tenant:{enc(tenant_id)}:jobseq"
+
+    def execution_prefix(self) -> str:
+        return f"{self.prefix}exec:"
+
+    def execution(self, tenant_id: str, exec_id: str) -> str:
+        return f"{self.execution_prefix()}{enc(tenant_id)}:{enc(exec_id)}"
+
+    # search indices ------------------------------------------------------------------------
+    def index_alias(self, name: str) -> str:
+        """The name queries use; it points at the live version of the index."""
+        return f"{self.prefix}idx:{name}"
+
+    def index_version(self, name: str, version: int) -> str:
+        return f"{self.prefix}idx:{name}:v{version}"
+
+    # metrics -------------------------------------------------------------------------------
+    def _scope(self, tenant_id: str, job_id: str | None) -> str:
+        return f"{enc(tenant_id)}:{ALL_JOBS if job_id is None else enc(job_id)}"
+
+    def series(self, tenant_id: str, job_id: str | None, metric: str, resolution: str) -> str:
+        return f"{self.prefix}ts:{self._scope(tenant_id, job_id)}:{metric}:{resolution}"
+
+    def sketch(self, tenant_id: str, job_id: str | None, grain: str, bucket_start: int) -> str:
+        return f"{self.prefix}td:{self._scope(tenant_id, job_id)}:{grain}:{bucket_start}"
+
+    def scratch(self, token: str) -> str:
+        """A short-lived working key (merged sketches); always set with an expiry."""
+        return f"{self.prefix}tmp:{token}"
+
+    # scheduling ----------------------------------------------------------------------------
+    def schedule(self) -> str:
+        """Sorted set of every tenant's next fire times (score = epoch ms)."""
+        return f"{self.prefix}schedule"
+
+    @staticmethod
+    def schedule_member(tenant_id: str, job_id: str) -> str:
+        return f"{enc(tenant_id)}:{enc(job_id)}"
+
+    @staticmethod
+    def parse_schedule_member(member: str) -> tuple[str, str]:
+        tenant, _, job = member.partition(":")
+        return dec(tenant), dec(job)
+
+    def claim(self, tenant_id: str, job_id: str, instant: int) -> str:
+        return f"{self.prefix}claim:{enc(tenant_id)}:{enc(job_id)}:{instant}"
+
+    # live events ---------------------------------------------------------------------------
+    def events_channel(self, tenant_id: str) -> str:
+        return f"{self.prefix}events:{enc(tenant_id)}"
+
+    def events_pattern(self) -> str:
+        """Pattern matching every tenant's channel (the prefix's glob characters escaped)."""
+        return f"{_glob_escape(self.prefix)}events:*"
+
+    def tenant_from_channel(self, channel: str) -> str:
+        return dec(channel[len(f"{self.prefix}events:") :])
+
+    # schema --------------------------------------------------------------------------------
+    def schema_version(self) -> str:
+        return f"{self.prefix}schema:version"
+
+    def schema_applied(self) -> str:
+        """Hash: migration name -> epoch ms when it was applied."""
+        return f"{self.prefix}schema:applied"
+
+    def schema_lock(self) -> str:
+        return f"{self.prefix}schema:lock"
