@@ -149,8 +149,9 @@ class ExecutionStore(abc.ABC):
 
         A record's first terminal status is counted once in the metrics (at ``finished_at``,
         else ``started_at``), its duration added to the percentile sketches, and the job's
-        ``state`` (last run) advanced if the job exists and this run started no earlier than
-        the recorded last run. Every created or updated record is published as an
+        ``state`` (last finished run) advanced if the job exists and this run started no
+        earlier than the recorded last run; ``last_success_at``/``last_failure_at`` only move
+        forward, whatever order runs arrive in; ``running`` records leave ``state`` alone. Every created or updated record is published as an
         ``execution`` event of its tenant. All of one item's effects happen together or not at
         all; a retried batch never double counts. Every ``tenant_id`` must equal
         ``tenant_id`` (``ValueError`` otherwise).
@@ -165,8 +166,9 @@ class ExecutionStore(abc.ABC):
         """The tenant's executions matching every given filter, newest ``started_at`` first.
 
         ``job_id``, ``status``, ``job_version`` and ``host`` match exactly; ``since``/``until``
-        bound ``started_at`` as ``[since, until)``; ``text`` matches words of the error type,
-        message, stack, stdout or stderr, literally. ``limit`` is 1..1000. Pages follow
+        bound ``started_at`` as ``[since, until)``; ``text`` matches records containing every
+        word (run of letters and digits) of it in the error type, message, stack, stdout or
+        stderr, literally; a ``text`` without any word matches nothing. ``limit`` is 1..1000. Pages follow
         ``next_cursor``; a bad cursor raises ``ValidationError``.
         """
 

@@ -12,14 +12,13 @@ from chronos.backends.redis_stack.connection import translated
 from chronos.backends.redis_stack.core import HOURLY_SKETCH_RETENTION_MS, RAW_RETENTION_MS, RedisCore
 from chronos.backends.redis_stack.jobs import check_limit
 from chronos.backends.redis_stack.keys import METRICS, RESOLUTIONS, SKETCH_GRAINS, enc
-from chronos.backends.redis_stack.search import Query, search_documents
+from chronos.backends.redis_stack.search import Query, search_documents, words
 from chronos.models import (
     FAILURE_STATUSES,
     Execution,
     ExecutionQuery,
     Page,
     WriteOutcome,
-    replace,
 )
 
 TEXT_FIELDS = ["error_type", "error_message", "error_stack", "stdout", "stderr"]
@@ -58,7 +57,7 @@ class RedisExecutions(RedisCore, ExecutionStore):
         write = self.script("WRITE_EXECUTION")
         pipe = self.client().pipeline(transaction=False)
         for ex in executions:
-            keys, args = self._write_call(replace(ex, received_at=ex.received_at or now), now)
+            keys, args = self._write_call(ex, now)
             write(keys=keys, args=args, client=pipe)
         return list(pipe.execute())
 
@@ -104,7 +103,7 @@ class RedisExecutions(RedisCore, ExecutionStore):
             "null" if ex.finished_at is None else str(ex.finished_at),
             docs.dumps(ex.exec_id),
             "null" if duration is None else str(duration),
-            str(at),
+            str(ex.finished_at if ex.finished_at is not None else ex.started_at),
         ]
         return [k.execution(t, ex.exec_id), k.job(t, job), *series, *sketches], args
 
@@ -116,6 +115,8 @@ class RedisExecutions(RedisCore, ExecutionStore):
     @translated
     def search_executions(self, tenant_id: str, query: ExecutionQuery) -> Page[Execution]:
         check_limit(query.limit)
+        if query.text is not None and not words(query.text):
+            return Page(items=[])  # nothing literal to look for
         before, skip = None, 0
         if query.cursor:
             position = cursor.decode(query.cursor, "executions", ts=int, skip=int)

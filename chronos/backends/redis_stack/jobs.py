@@ -10,7 +10,7 @@ from chronos.backends.redis_stack import documents as docs
 from chronos.backends.redis_stack.connection import translated
 from chronos.backends.redis_stack.core import RedisCore
 from chronos.backends.redis_stack.keys import enc
-from chronos.backends.redis_stack.search import Query, search_documents
+from chronos.backends.redis_stack.search import Query, search_documents, words
 from chronos.errors import NotFound, ValidationError
 from chronos.models import Job, JobQuery, Page, WriteOutcome, replace
 
@@ -47,6 +47,8 @@ class RedisJobs(RedisCore, JobStore):
     @translated
     def list_jobs(self, tenant_id: str, query: JobQuery) -> Page[Job]:
         check_limit(query.limit)
+        if query.text is not None and not words(query.text):
+            return Page(items=[])  # nothing literal to look for
         after = 0
         if query.cursor:
             after = cursor.decode(query.cursor, "jobs", seq=int)["seq"]

@@ -37,7 +37,7 @@ return 'created'
 # ARGV[13] compaction retention ms, ARGV[14] hourly sketch expire-at ms (0 = skip),
 # ARGV[15] daily sketch expire-at ms (0 = skip), ARGV[16] started_at, ARGV[17] finished_at
 # or 'null', ARGV[18] exec id as JSON string, ARGV[19] duration or 'null',
-# ARGV[20] the time the run counts as a success or failure (ms).
+# ARGV[20] the time the run counts as a success or failure (finished, else started; ms).
 # Returns 'created', 'updated' or 'duplicate'.
 WRITE_EXECUTION = """
 local outcome = 'created'
@@ -90,7 +90,7 @@ if ARGV[3] == '1' and ARGV[4] ~= '' then
   end
 end
 
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   local state = cjson.decode(redis.call('JSON.GET', KEYS[2], '$.state'))[1]
   local started = tonumber(ARGV[16])
   local last = state['last_started_at']
@@ -109,8 +109,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
       redis.call('JSON.SET', KEYS[2], '$.state.' .. field, ARGV[20])
     end
   end
-  if ARGV[3] == '1' and ARGV[5] == '1' then advance('last_success_at') end
-  if ARGV[3] == '1' and ARGV[6] == '1' then advance('last_failure_at') end
+  if ARGV[5] == '1' then advance('last_success_at') end
+  if ARGV[6] == '1' then advance('last_failure_at') end
 end
 
 if outcome == 'created' then
@@ -136,6 +136,12 @@ if #present > 1 then
   source = KEYS[1]
 end
 local result = redis.call('TDIGEST.QUANTILE', source, unpack(ARGV))
+-- RedisBloom 2.8 answers nan for every quantile of a one-observation sketch; when all
+-- observations are equal (min == max), that value is every quantile.
+local low, high = redis.call('TDIGEST.MIN', source), redis.call('TDIGEST.MAX', source)
+if low ~= 'nan' and low == high then
+  for i = 1, #result do result[i] = low end
+end
 if #present > 1 then redis.call('DEL', KEYS[1]) end
 return result
 """

@@ -1,0 +1,1 @@
+"""HTTP blueprints. Views are thin: validate, call the backend, serialise."""

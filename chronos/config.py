@@ -1,0 +1,84 @@
+"""Settings, read from ``CHRONOS_*`` environment variables.
+
+=================================== ============================================================
+``CHRONOS_BACKEND_URL``             ``redis://``, ``rediss://`` or ``unix://`` for Redis Stack,
+                                    ``memory://`` for the in-process backend. Unset: the embedded
+                                    Redis Stack in the data dir (see ``chronos.embedded``).
+``CHRONOS_DATA_DIR``                Where the embedded server and the generated secret key live
+                                    (default ``./instance``).
+``CHRONOS_SECRET_KEY``              Flask's secret key. Unset: generated once and kept in
+                                    ``<data dir>/secret_key``.
+``CHRONOS_KEY_PREFIX``              Prefix of every Redis key, index and channel (``chronos:``).
+``CHRONOS_EXECUTION_RETENTION_DAYS`` How long execution records are kept (30).
+``CHRONOS_METRICS_RETENTION_DAYS``  How long hourly/daily metrics and sketches are kept (400).
+``CHRONOS_AUTO_MIGRATE``            Apply pending index migrations on first use (``1``).
+``CHRONOS_EMBEDDED_FSYNC``          ``always`` (default: nothing acknowledged is lost if the
+                                    server dies) or ``everysec`` (faster; up to 1 s at risk on
+                                    a power cut).
+``CHRONOS_MAX_BODY_BYTES``          Largest accepted request body (10 MiB).
+=================================== ============================================================
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from chronos.errors import ConfigError
+
+DEFAULTS: dict[str, Any] = {
+    "CHRONOS_BACKEND_URL": None,
+    "CHRONOS_DATA_DIR": "instance",
+    "CHRONOS_KEY_PREFIX": "chronos:",
+    "CHRONOS_EXECUTION_RETENTION_DAYS": 30,
+    "CHRONOS_METRICS_RETENTION_DAYS": 400,
+    "CHRONOS_AUTO_MIGRATE": True,
+    "CHRONOS_EMBEDDED_FSYNC": "always",
+    "CHRONOS_MAX_BODY_BYTES": 10 * 1024 * 1024,
+}
+
+_INTS = ("CHRONOS_EXECUTION_RETENTION_DAYS", "CHRONOS_METRICS_RETENTION_DAYS",
+         "CHRONOS_MAX_BODY_BYTES")  # fmt: skip
+_BOOLS = ("CHRONOS_AUTO_MIGRATE",)
+
+
+def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``CHRONOS_*`` settings found in ``environ``, converted and checked."""
+    found: dict[str, Any] = {}
+    for name in (*DEFAULTS, "CHRONOS_SECRET_KEY"):
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        if name in _INTS:
+            try:
+                found[name] = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        elif name in _BOOLS:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+            found[name] = raw.lower() in ("1", "true", "yes")
+        else:
+            found[name] = raw
+    if found.get("CHRONOS_EMBEDDED_FSYNC", "always") not in ("always", "everysec"):
+        raise ConfigError("CHRONOS_EMBEDDED_FSYNC must be 'always' or 'everysec'")
+    return found
+
+
+def secret_key(data_dir: Path) -> str:
+    """The secret key kept in ``<data dir>/secret_key``, created (mode 0600) on first use."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker won the race; use its key
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
