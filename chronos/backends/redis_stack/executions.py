@@ -9,7 +9,11 @@ from chronos.backends import cursor
 from chronos.backends.base import ExecutionStore
 from chronos.backends.redis_stack import documents as docs
 from chronos.backends.redis_stack.connection import translated
-from chronos.backends.redis_stack.core import HOURLY_SKETCH_RETENTION_MS, RAW_RETENTION_MS, RedisCore
+from chronos.backends.redis_stack.core import (
+    HOURLY_SKETCH_RETENTION_MS,
+    RAW_RETENTION_MS,
+    RedisCore,
+)
 from chronos.backends.redis_stack.jobs import check_limit
 from chronos.backends.redis_stack.keys import METRICS, RESOLUTIONS, SKETCH_GRAINS, enc
 from chronos.backends.redis_stack.search import Query, search_documents, words

@@ -13,7 +13,11 @@ from collections.abc import Sequence
 
 from chronos.backends.base import MetricsStore
 from chronos.backends.redis_stack.connection import translated
-from chronos.backends.redis_stack.core import HOURLY_SKETCH_RETENTION_MS, RAW_RETENTION_MS, RedisCore
+from chronos.backends.redis_stack.core import (
+    HOURLY_SKETCH_RETENTION_MS,
+    RAW_RETENTION_MS,
+    RedisCore,
+)
 from chronos.backends.redis_stack.keys import METRICS, RESOLUTION_MS, SKETCH_GRAINS
 from chronos.models import MetricBucket
 

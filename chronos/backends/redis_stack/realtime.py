@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -65,10 +66,8 @@ class RedisSubscription(Subscription):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            try:
+            with contextlib.suppress(redis.RedisError):
                 self._pubsub.close()
-            except redis.RedisError:
-                pass
 
 
 class RedisRealtime(RedisCore, EventBus, SchedulerStore):

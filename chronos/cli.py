@@ -1,0 +1,161 @@
+"""The ``chronos`` command group: ``flask --app wsgi chronos ...`` or the ``chronos`` script."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+from flask.cli import AppGroup, FlaskGroup
+
+from chronos import embedded
+from chronos.backends import load_backend
+from chronos.errors import ChronosError
+from chronos.extension import get_state
+from chronos.timeutil import to_iso
+
+chronos_cli = AppGroup("chronos", help="Administer Chronos: indices, migrations, the server.")
+
+
+def _fail(exc: ChronosError) -> click.ClickException:
+    return click.ClickException(exc.message)
+
+
+@chronos_cli.command("create-indices")
+def create_indices() -> None:
+    """Create or update the search indices (safe to run any number of times).
+
+    Metric series need no step here: each is created with its retention and compaction rules
+    in the same atomic write that first counts a run in it.
+    """
+    state = get_state()
+    try:
+        backend = load_backend(state.backend_url(), state.options())
+        applied = backend.migrate()
+        rows = backend.schema_status()
+    except ChronosError as exc:
+        raise _fail(exc) from exc
+    click.echo("applied now: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    click.echo(f"schema: {sum(1 for r in rows if r['applied_at'])} of {len(rows)} migrations")
+    backend.close()
+
+
+@chronos_cli.command("migrate")
+@click.option("--status", "show_status", is_flag=True, help="List migrations; change nothing.")
+def migrate(show_status: bool) -> None:
+    """Apply pending schema migrations, in order, under a lock."""
+    state = get_state()
+    try:
+        backend = load_backend(state.backend_url(), state.options())
+        applied = [] if show_status else backend.migrate()
+        rows = backend.schema_status()
+    except ChronosError as exc:
+        raise _fail(exc) from exc
+    if not show_status:
+        click.echo("applied now: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    for row in rows:
+        when = to_iso(row["applied_at"]) if row["applied_at"] else "pending"
+        click.echo(f"{row['name']:<24} {when:<26} {row['description']}")
+    backend.close()
+
+
+@chronos_cli.command("embedded")
+@click.argument("action", type=click.Choice(["status", "start", "stop"]))
+def embedded_cmd(action: str) -> None:
+    """Status, start or stop the embedded Redis Stack of the data dir (data is kept)."""
+    state = get_state()
+    if not state.embedded:
+        raise click.ClickException("CHRONOS_BACKEND_URL is set: there is no embedded server")
+    try:
+        if action == "start":
+            url, started = embedded.ensure_running(
+                state.data_dir, state.config["CHRONOS_EMBEDDED_FSYNC"]
+            )
+            click.echo(f"{'started' if started else 'already running'}: {url}")
+        elif action == "stop":
+            click.echo("stopped" if embedded.shutdown(state.data_dir) else "not running")
+        else:
+            url = embedded.running_url(state.data_dir)
+            click.echo(f"running: {url}" if url else "not running")
+            if url is None:
+                sys.exit(1)
+    except ChronosError as exc:
+        raise _fail(exc) from exc
+
+
+@chronos_cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Threads per worker (websockets hold one each).")  # fmt: skip
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Run the server under gunicorn with threaded workers.
+
+    Without CHRONOS_BACKEND_URL, starts (or reuses) the embedded Redis Stack first and stops
+    it again on exit if this command started it. Index migrations run before workers start.
+    """
+    state = get_state()
+    env = dict(os.environ, CHRONOS_DATA_DIR=str(state.data_dir))
+    started_embedded = False
+    try:
+        if state.embedded:
+            url, started_embedded = embedded.ensure_running(
+                state.data_dir, state.config["CHRONOS_EMBEDDED_FSYNC"]
+            )
+            env["CHRONOS_BACKEND_URL"] = url
+            click.echo(f"embedded Redis Stack {'started' if started_embedded else 'reused'}: {url}")
+        backend = load_backend(env.get("CHRONOS_BACKEND_URL") or state.backend_url(),
+                               state.options())  # fmt: skip
+        applied = backend.migrate()
+        backend.close()  # the workers connect for themselves after the fork
+        if applied:
+            click.echo(f"migrations applied: {', '.join(applied)}")
+    except ChronosError as exc:
+        raise _fail(exc) from exc
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
+        "--bind", f"{host}:{port}", "--timeout", "60", "--graceful-timeout", "20",
+        "--access-logfile", "-", "chronos:create_app()",
+    ]  # fmt: skip
+    click.echo(f"serving on http://{host}:{port}")
+    code = _run_forwarding_signals(command, env)
+    if started_embedded:
+        embedded.shutdown(Path(state.data_dir))
+    sys.exit(code)
+
+
+def _run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
+    process = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        process.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    return process.wait()
+
+
+def _create_app() -> object:
+    from chronos import create_app
+
+    return create_app()
+
+
+#: The ``chronos`` console script: the same commands, with the app built from the environment.
+main = FlaskGroup(
+    name="chronos",
+    help="Chronos: job telemetry and analytics on Redis Stack.",
+    create_app=_create_app,
+    add_default_commands=False,
+    add_version_option=False,
+    load_dotenv=False,
+    set_debug_flag=False,
+)
+for _command in chronos_cli.commands.values():
+    main.add_command(_command)
