@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,10 +14,12 @@ import click
 from flask.cli import AppGroup, FlaskGroup
 
 from chronos import embedded
+from chronos.accounts import generate_api_key, hash_password
 from chronos.backends import load_backend
 from chronos.errors import ChronosError
 from chronos.extension import get_state
-from chronos.timeutil import to_iso
+from chronos.models import SCOPES, User
+from chronos.timeutil import now_ms, to_iso
 
 chronos_cli = AppGroup("chronos", help="Administer Chronos: indices, migrations, the server.")
 
@@ -61,6 +64,56 @@ def migrate(show_status: bool) -> None:
         when = to_iso(row["applied_at"]) if row["applied_at"] else "pending"
         click.echo(f"{row['name']:<24} {when:<26} {row['description']}")
     backend.close()
+
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+@chronos_cli.command("create-user")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="May enable and disable jobs in the dashboard.")
+@click.option("--tenant", default=None, help="Tenant to join (default: one named USERNAME).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_user(username: str, admin: bool, tenant: str | None, password_stdin: bool) -> None:
+    """Create a dashboard user (the password is asked for, or read from stdin)."""
+    if not USERNAME_RE.match(username):
+        raise click.ClickException("a username is 1-64 letters, digits or _ . @ -")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.ClickException("the password must have at least 8 characters")
+    user = User(username=username, tenant_id=tenant or username, is_admin=admin,
+                password_hash=hash_password(password), created_at=now_ms())  # fmt: skip
+    try:
+        get_state().backend().create_user(user)
+    except ChronosError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"created user {username!r} in tenant {user.tenant_id!r}"
+               + (" (admin)" if admin else ""))  # fmt: skip
+
+
+@chronos_cli.command("create-api-key")
+@click.option("--user", "username", required=True, help="The user (and so tenant) it acts for.")
+@click.option("--name", default="", help="A label to recognise the key by.")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(sorted(SCOPES)),
+              help="ingest (write telemetry), read, admin; repeatable. Default: ingest.")  # fmt: skip
+def create_api_key(username: str, name: str, scopes: tuple[str, ...]) -> None:
+    """Create an API key and print it, alone, on the last line. It is shown only this once."""
+    backend = get_state().backend()
+    try:
+        user = backend.get_user(username)
+        if user is None:
+            raise click.ClickException(f"no user {username!r}; create it with create-user")
+        new = generate_api_key(user.tenant_id, username, name, tuple(sorted(set(scopes or
+                               ("ingest",)))), now_ms())  # fmt: skip
+        backend.create_api_key(new.record)
+    except ChronosError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"API key {new.record.key_id} for tenant {user.tenant_id!r}, scopes "
+               f"{', '.join(new.record.scopes)}; store it now, it is not shown again:")  # fmt: skip
+    click.echo(new.plaintext)
 
 
 @chronos_cli.command("embedded")

@@ -16,6 +16,9 @@
                                     server dies) or ``everysec`` (faster; up to 1 s at risk on
                                     a power cut).
 ``CHRONOS_MAX_BODY_BYTES``          Largest accepted request body (10 MiB).
+``CHRONOS_MAX_BATCH_ITEMS``         Most items in one ingest request (5000).
+``CHRONOS_MAX_OUTPUT_BYTES``        stdout, stderr and error stacks above this many bytes are
+                                    cut, keeping head and tail (64 KiB).
 =================================== ============================================================
 """
 
@@ -38,10 +41,17 @@ DEFAULTS: dict[str, Any] = {
     "CHRONOS_AUTO_MIGRATE": True,
     "CHRONOS_EMBEDDED_FSYNC": "always",
     "CHRONOS_MAX_BODY_BYTES": 10 * 1024 * 1024,
+    "CHRONOS_MAX_BATCH_ITEMS": 5000,
+    "CHRONOS_MAX_OUTPUT_BYTES": 64 * 1024,
 }
 
-_INTS = ("CHRONOS_EXECUTION_RETENTION_DAYS", "CHRONOS_METRICS_RETENTION_DAYS",
-         "CHRONOS_MAX_BODY_BYTES")  # fmt: skip
+_INTS = (
+    "CHRONOS_EXECUTION_RETENTION_DAYS",
+    "CHRONOS_METRICS_RETENTION_DAYS",
+    "CHRONOS_MAX_BODY_BYTES",
+    "CHRONOS_MAX_BATCH_ITEMS",
+    "CHRONOS_MAX_OUTPUT_BYTES",
+)
 _BOOLS = ("CHRONOS_AUTO_MIGRATE",)
 
 

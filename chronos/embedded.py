@@ -227,6 +227,9 @@ def ensure_running(data_dir: Path, fsync: str = "always") -> tuple[str, bool]:
         url = server.start()
         assert server.process is not None
         _state_file(data_dir).write_text(json.dumps({"url": url, "pid": server.process.pid}))
+        # Detached by design: the server outlives this handle, which nobody waits on. Marking
+        # it settled stops Popen.__del__ warning "subprocess ... is still running".
+        server.process.returncode = 0
         return url, True
 
 

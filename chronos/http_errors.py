@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import marshmallow
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -52,6 +53,10 @@ def _http_error(exc: HTTPException) -> Response:
     return error_response(exc.code or 500, code, exc.description or exc.name)
 
 
+def _invalid(exc: marshmallow.ValidationError) -> Response:
+    return error_response(422, "validation_error", "the input is not valid", exc.messages)
+
+
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
     return error_response(500, "internal_error", "an unexpected error occurred; see the server log")
@@ -60,4 +65,5 @@ def _unexpected(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     app.register_error_handler(ChronosError, _chronos_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(marshmallow.ValidationError, _invalid)
     app.register_error_handler(Exception, _unexpected)

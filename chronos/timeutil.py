@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def now_ms() -> int:
@@ -43,7 +46,7 @@ def parse_timestamp(value: object) -> int:
                 ) from None
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
-            ms = int(dt.timestamp() * 1000)
+            ms = (dt - _EPOCH) // _MS  # exact; float seconds * 1000 can lose a millisecond
     else:
         raise ValueError("expected an ISO 8601 string or epoch milliseconds")
     if not 0 <= ms <= 253_402_300_799_999:  # 9999-12-31T23:59:59.999Z

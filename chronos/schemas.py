@@ -1,0 +1,194 @@
+"""Marshmallow schemas of the JSON API: the wire format, in camelCase, and its validation.
+
+Every timestamp field accepts ISO 8601 (with an offset or ``Z``; naive means UTC) or epoch
+milliseconds, and every answer gives timestamps as ISO 8601 UTC with milliseconds and ``Z``.
+Unknown fields are ignored, so clients of the earlier system keep working.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+
+from chronos.models import ALL_STATUSES
+from chronos.timeutil import parse_timestamp, to_iso
+
+ID = validate.Length(min=1, max=256)
+SHORT = validate.Length(max=256)
+
+
+class Timestamp(fields.Field):
+    """Epoch ms inside; ISO 8601 or epoch ms on input; ISO 8601 UTC ``Z`` on output."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        try:
+            return parse_timestamp(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return to_iso(value)
+
+
+class BoundedDict(fields.Dict):
+    """A JSON object of at most ``max_bytes`` when encoded."""
+
+    def __init__(self, max_bytes: int = 16 * 1024, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_bytes = max_bytes
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        result = super()._deserialize(value, attr, data, **kwargs)
+        if len(json.dumps(result, separators=(",", ":"))) > self.max_bytes:
+            raise ValidationError(f"must encode to at most {self.max_bytes} bytes of JSON")
+        return result
+
+
+def check_cron(expression: str) -> str:
+    """The expression if it is a valid 5-field cron (or 6 with seconds first)."""
+    parts = expression.split()
+    if len(parts) not in (5, 6):
+        raise ValidationError(
+            f"a cron expression has 5 fields (minute hour day-of-month month day-of-week) or 6 "
+            f"with seconds first; {expression!r} has {len(parts)}"
+        )
+    if not croniter.is_valid(expression, second_at_beginning=len(parts) == 6):
+        raise ValidationError(f"{expression!r} is not a valid cron expression")
+    return expression
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{name!r} is not an IANA time zone (e.g. 'Europe/Paris')") from None
+    return name
+
+
+class JobDefSchema(Schema):
+    """A job definition sent by an app (``POST /api/ingest/jobs/register``)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(required=True, validate=ID)
+    name = fields.String(validate=SHORT)
+    description = fields.String(validate=validate.Length(max=4096))
+    schedule = fields.String(validate=validate.Length(max=256), allow_none=True)
+    run_mode = fields.String(data_key="runMode", validate=validate.OneOf(["recurring", "once"]))
+    run_at = Timestamp(data_key="runAt", allow_none=True)
+    timezone = fields.String(validate=validate.Length(max=64))
+    enabled = fields.Boolean()
+    tags = fields.List(fields.String(validate=validate.Length(min=1, max=64)),
+                       validate=validate.Length(max=50))  # fmt: skip
+    version = fields.String(validate=SHORT, allow_none=True)
+    grace_seconds = fields.Integer(data_key="graceSeconds", allow_none=True,
+                                   validate=validate.Range(min=0, max=7 * 86400))  # fmt: skip
+    max_runtime_seconds = fields.Integer(
+        data_key="maxRuntimeSeconds",
+        allow_none=True,
+        validate=validate.Range(min=1, max=30 * 86400),
+    )
+    org_id = fields.String(data_key="orgId", validate=SHORT, allow_none=True)
+    app_id = fields.String(data_key="appId", validate=SHORT, allow_none=True)
+    metadata = BoundedDict(keys=fields.String())
+
+    @validates("schedule")
+    def _schedule(self, value: str | None, **kwargs: Any) -> None:
+        if value:
+            check_cron(value)
+
+    @validates("timezone")
+    def _timezone(self, value: str, **kwargs: Any) -> None:
+        check_timezone(value)
+
+
+class ExecutionEventSchema(Schema):
+    """One execution's telemetry (``POST /api/ingest/executions[/batch]``)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    exec_id = fields.String(data_key="execId", validate=ID)
+    job_id = fields.String(data_key="jobId", required=True, validate=ID)
+    #: ``missed`` is decided by the server, never reported by apps.
+    status = fields.String(
+        required=True, validate=validate.OneOf(sorted(ALL_STATUSES - {"missed"}))
+    )
+    started_at = Timestamp(data_key="startedAt", required=True)
+    finished_at = Timestamp(data_key="finishedAt", allow_none=True)
+    duration_ms = fields.Integer(data_key="durationMs", allow_none=True,
+                                 validate=validate.Range(min=0, max=400 * 86_400_000))  # fmt: skip
+    exit_code = fields.Integer(data_key="exitCode", allow_none=True,
+                               validate=validate.Range(min=-2**31, max=2**31 - 1))  # fmt: skip
+    stdout = fields.String(allow_none=True)
+    stderr = fields.String(allow_none=True)
+    error_type = fields.String(data_key="errorType", allow_none=True, validate=SHORT)
+    error_message = fields.String(data_key="errorMessage", allow_none=True)
+    error_stack = fields.String(data_key="errorStack", allow_none=True)
+    code_snippet = fields.String(data_key="codeSnippet", allow_none=True)
+    code_language = fields.String(data_key="codeLanguage", allow_none=True,
+                                  validate=validate.Length(max=32))  # fmt: skip
+    attempt = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=10_000))
+    trigger_id = fields.String(data_key="triggerId", allow_none=True, validate=ID)
+    host = fields.String(allow_none=True, validate=SHORT)
+    app_version = fields.String(data_key="appVersion", allow_none=True, validate=SHORT)
+    job_version = fields.String(data_key="jobVersion", allow_none=True, validate=SHORT)
+    sdk_version = fields.String(data_key="sdkVersion", allow_none=True, validate=SHORT)
+    labels = BoundedDict(keys=fields.String(validate=validate.Length(min=1, max=64)),
+                         values=fields.String(validate=validate.Length(max=256)),
+                         max_bytes=8 * 1024)  # fmt: skip
+    metadata = BoundedDict(keys=fields.String())
+
+
+class ExecutionOutSchema(ExecutionEventSchema):
+    """An execution as the API answers it."""
+
+    truncated = fields.List(fields.String())
+    received_at = Timestamp(data_key="receivedAt")
+
+
+class JobStateSchema(Schema):
+    last_exec_id = fields.String(data_key="lastExecId", allow_none=True)
+    last_status = fields.String(data_key="lastStatus", allow_none=True)
+    last_started_at = Timestamp(data_key="lastStartedAt", allow_none=True)
+    last_finished_at = Timestamp(data_key="lastFinishedAt", allow_none=True)
+    last_duration_ms = fields.Integer(data_key="lastDurationMs", allow_none=True)
+    last_success_at = Timestamp(data_key="lastSuccessAt", allow_none=True)
+    last_failure_at = Timestamp(data_key="lastFailureAt", allow_none=True)
+
+
+class JobOutSchema(JobDefSchema):
+    """A job as the API answers it."""
+
+    created_at = Timestamp(data_key="createdAt")
+    updated_at = Timestamp(data_key="updatedAt")
+    state = fields.Nested(JobStateSchema)
+
+
+class PageQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
+
+
+class JobListQuerySchema(PageQuerySchema):
+    enabled = fields.Boolean(load_default=None)
+    tag = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
+    q = fields.String(load_default=None, validate=validate.Length(max=256))
+
+
+class ExecutionListQuerySchema(PageQuerySchema):
+    job_id = fields.String(data_key="jobId", load_default=None, validate=ID)
+    status = fields.String(load_default=None, validate=validate.OneOf(sorted(ALL_STATUSES)))
+    q = fields.String(load_default=None, validate=validate.Length(max=256))
+    since = Timestamp(data_key="from", load_default=None)
+    until = Timestamp(data_key="to", load_default=None)
+    version = fields.String(load_default=None, validate=SHORT)
+    host = fields.String(load_default=None, validate=SHORT)
