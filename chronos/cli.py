@@ -97,8 +97,10 @@ def create_user(username: str, admin: bool, tenant: str | None, password_stdin: 
 @chronos_cli.command("create-api-key")
 @click.option("--user", "username", required=True, help="The user (and so tenant) it acts for.")
 @click.option("--name", default="", help="A label to recognise the key by.")
-@click.option("--scope", "scopes", multiple=True, type=click.Choice(sorted(SCOPES)),
-              help="ingest (write telemetry), read, admin; repeatable. Default: ingest.")  # fmt: skip
+@click.option(
+    "--scope", "scopes", multiple=True, type=click.Choice(sorted(SCOPES)),
+    help="ingest (write telemetry), read, admin; repeatable. Default: ingest.",
+)  # fmt: skip
 def create_api_key(username: str, name: str, scopes: tuple[str, ...]) -> None:
     """Create an API key and print it, alone, on the last line. It is shown only this once."""
     backend = get_state().backend()
