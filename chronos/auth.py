@@ -8,15 +8,17 @@ A key comes in ``x-api-key: <key>`` or ``Authorization: Bearer <key>``. It is fo
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from flask import g, request
+from flask import current_app, g, request
 
 from chronos.accounts import key_matches, parse_api_key
-from chronos.errors import Forbidden, Unauthorized
-from chronos.extension import get_backend
+from chronos.errors import Forbidden, RateLimited, Unauthorized
+from chronos.extension import get_backend, get_state
+from chronos.models import ApiKey
 from chronos.timeutil import now_ms
 
 P = ParamSpec("P")
@@ -53,7 +55,7 @@ def authenticate(scope: str) -> Principal:
         raise Unauthorized("invalid API key")
     key_id, secret = parsed
     backend = get_backend()
-    record = backend.get_api_key(key_id)
+    record = _lookup(key_id)
     if record is None or not record.active or not key_matches(record, secret):
         raise Unauthorized("invalid API key")
     if scope not in record.scopes and "admin" not in record.scopes:
@@ -63,6 +65,34 @@ def authenticate(scope: str) -> Principal:
     if record.last_used_at is None or now - record.last_used_at >= TOUCH_EVERY_MS:
         backend.touch_api_key(key_id, now)
     return Principal(record.tenant_id, record.username, key_id, tuple(record.scopes))
+
+
+def _lookup(key_id: str) -> ApiKey | None:
+    """The key record, from this worker's short-lived cache when it is fresh there."""
+    state = get_state()
+    ttl = current_app.config["CHRONOS_API_KEY_CACHE_SECONDS"]
+    cached = state.key_cache.get(key_id)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+    record = state.backend().get_api_key(key_id)
+    if record is not None and ttl > 0:
+        if len(state.key_cache) > 10_000:
+            state.key_cache.clear()
+        state.key_cache[key_id] = (record, time.monotonic() + ttl)
+    return record
+
+
+def check_rate(p: Principal, kind: str, per_minute: int) -> None:
+    """Raise ``RateLimited`` when the tenant is over ``per_minute`` requests of ``kind``."""
+    if per_minute <= 0:
+        return
+    wait_ms = get_backend().hit(f"{kind}:{p.tenant_id}", per_minute, 60_000, now_ms())
+    if wait_ms:
+        raise RateLimited(
+            f"tenant is over its limit of {per_minute} {kind} requests a minute",
+            retry_after=-(-wait_ms // 1000),
+            details={"limit_per_minute": per_minute},
+        )
 
 
 def require_key(scope: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

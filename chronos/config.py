@@ -19,6 +19,10 @@
 ``CHRONOS_MAX_BATCH_ITEMS``         Most items in one ingest request (5000).
 ``CHRONOS_MAX_OUTPUT_BYTES``        stdout, stderr and error stacks above this many bytes are
                                     cut, keeping head and tail (64 KiB).
+``CHRONOS_INGEST_RATE_PER_MINUTE``  Ingest requests a tenant may make per minute, over all
+                                    workers (120000; 0 = no limit). Over it: 429 + Retry-After.
+``CHRONOS_API_KEY_CACHE_SECONDS``   How long a worker trusts a looked-up API key (5): a revoked
+                                    key stops working everywhere within this time.
 =================================== ============================================================
 """
 
@@ -43,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "CHRONOS_MAX_BODY_BYTES": 10 * 1024 * 1024,
     "CHRONOS_MAX_BATCH_ITEMS": 5000,
     "CHRONOS_MAX_OUTPUT_BYTES": 64 * 1024,
+    "CHRONOS_INGEST_RATE_PER_MINUTE": 120_000,
+    "CHRONOS_API_KEY_CACHE_SECONDS": 5,
 }
 
 _INTS = (
@@ -51,6 +57,8 @@ _INTS = (
     "CHRONOS_MAX_BODY_BYTES",
     "CHRONOS_MAX_BATCH_ITEMS",
     "CHRONOS_MAX_OUTPUT_BYTES",
+    "CHRONOS_INGEST_RATE_PER_MINUTE",
+    "CHRONOS_API_KEY_CACHE_SECONDS",
 )
 _BOOLS = ("CHRONOS_AUTO_MIGRATE",)
 

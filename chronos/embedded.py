@@ -10,8 +10,8 @@ put both on ``LD_LIBRARY_PATH`` of the server process only. psycopg2 itself is n
 (psycopg2-binary 2.9.11 and later carry OpenSSL 3, hence the pin.)
 
 The server keeps its data in ``<data dir>/redis`` with an append-only file, listens on a unix
-socket there (or on loopback when the socket path would be too long), and is detached from
-the process that started it, so gunicorn worker restarts do not stop it. A second Chronos
+socket there (or on loopback when the socket path would be too long), and daemonizes itself,
+so it outlives the process that started it and gunicorn worker restarts do not stop it. A second Chronos
 process finds it through ``server.json`` and reuses it.
 """
 
@@ -110,12 +110,23 @@ class RedisStackServer:
     persistent: bool = True
     port: int | None = None
     fsync: str = "always"
+    #: Let the server daemonize itself (it then outlives the starting process, which keeps
+    #: no handle on it); otherwise it stays our child, stopped with ``stop()``.
+    detach: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     url: str = field(default="", init=False)
 
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "redis.pid"
+
     def command(self, dist: Distribution) -> list[str]:
-        args = [str(dist.server), "--daemonize", "no", "--dir", str(self.root),
+        args = [str(dist.server), "--dir", str(self.root),
                 "--logfile", str(self.root / "redis.log"), "--save", ""]  # fmt: skip
+        if self.detach:
+            args += ["--daemonize", "yes", "--pidfile", str(self.pidfile)]
+        else:
+            args += ["--daemonize", "no"]
         sock = self.root / "redis.sock"
         if self.port is None and len(str(sock)) <= MAX_SOCKET_PATH:
             args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
@@ -139,21 +150,37 @@ class RedisStackServer:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         libs = dist.library_dir(self.root / "openssl1.1")
         env = dict(os.environ, LD_LIBRARY_PATH=f"{libs}:{dist.openssl}")
-        # Output goes to a file, not a pipe: the server outlives the process that started it.
+        self.pidfile.unlink(missing_ok=True)
+        # Output goes to a file, not a pipe: a detached server outlives its starter.
         with open(self.root / "redis.stderr", "wb") as err:
-            self.process = subprocess.Popen(
+            process = subprocess.Popen(
                 self.command(dist), env=env, start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err,
             )  # fmt: skip
+        if self.detach:
+            # The launcher forks the daemon and exits at once; non-zero means it never ran.
+            if process.wait(START_TIMEOUT_S) != 0:
+                raise ConfigError(f"the embedded Redis Stack failed to start: {self._failure()}")
+        else:
+            self.process = process
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is not None and self.process.poll() is not None:
                 raise ConfigError(f"the embedded Redis Stack exited at start: {self._failure()}")
             if answers(self.url):
                 return self.url
             time.sleep(0.05)
         self.stop()
-        raise ConfigError(f"the embedded Redis Stack did not answer in {START_TIMEOUT_S:.0f}s")
+        raise ConfigError(f"the embedded Redis Stack did not answer in {START_TIMEOUT_S:.0f}s; "
+                          f"see {self.root / 'redis.log'}")  # fmt: skip
+
+    def pid(self) -> int | None:
+        if self.process is not None:
+            return self.process.pid
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def _failure(self) -> str:
         text = ""
@@ -164,6 +191,7 @@ class RedisStackServer:
         return text.strip()[-2000:] or "no output"
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop a server started as our child (a detached one: see ``shutdown``)."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()  # SIGTERM: redis flushes the AOF and exits
@@ -223,13 +251,10 @@ def ensure_running(data_dir: Path, fsync: str = "always") -> tuple[str, bool]:
         url = running_url(data_dir)
         if url:
             return url, False
-        server = RedisStackServer(root=data_dir / "redis", persistent=True, fsync=fsync)
+        server = RedisStackServer(root=data_dir / "redis", persistent=True, fsync=fsync,
+                                  detach=True)  # fmt: skip
         url = server.start()
-        assert server.process is not None
-        _state_file(data_dir).write_text(json.dumps({"url": url, "pid": server.process.pid}))
-        # Detached by design: the server outlives this handle, which nobody waits on. Marking
-        # it settled stops Popen.__del__ warning "subprocess ... is still running".
-        server.process.returncode = 0
+        _state_file(data_dir).write_text(json.dumps({"url": url, "pid": server.pid()}))
         return url, True
 
 

@@ -15,6 +15,7 @@ from flask import Flask, current_app
 
 from chronos import embedded
 from chronos.backends import Backend, BackendOptions, load_backend
+from chronos.models import ApiKey
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -26,6 +27,8 @@ class ChronosState:
         self.config = config
         self._backend: Backend | None = None
         self._lock = threading.Lock()
+        #: API key records by key id, with the monotonic time they stop being trusted.
+        self.key_cache: dict[str, tuple[ApiKey, float]] = {}
 
     @property
     def embedded(self) -> bool:

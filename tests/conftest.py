@@ -16,10 +16,17 @@ from pathlib import Path
 
 import pytest
 import redis
+from flask import Flask
+from flask.testing import FlaskClient
 
+from chronos import create_app
+from chronos.accounts import generate_api_key, hash_password
 from chronos.backends.base import BackendOptions
 from chronos.backends.redis_stack import RedisStackBackend
 from chronos.embedded import RedisStackServer
+from chronos.extension import get_state
+from chronos.models import User
+from chronos.timeutil import now_ms
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +81,51 @@ def redis_backend(redis_stack_url: str, key_prefix: str) -> Iterator[RedisStackB
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "instance"
+
+
+@pytest.fixture
+def app(redis_stack_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Flask]:
+    """The app on the session's Redis Stack, under this test's own key prefix."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "CHRONOS_BACKEND_URL": redis_stack_url,
+            "CHRONOS_KEY_PREFIX": key_prefix,
+            "CHRONOS_DATA_DIR": str(tmp_path / "instance"),
+        }
+    )
+    yield app
+    get_state(app).close()
+    cleanup_prefix(redis_stack_url, key_prefix)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class Tenants:
+    """Creates users and API keys through the backend: ``tenants.key("acme", "ingest", "read")``
+    returns a plaintext key of a user in tenant ``acme``."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def key(self, tenant: str, *scopes: str, username: str | None = None) -> str:
+        backend = get_state(self.app).backend()
+        username = username or f"{tenant}-user"
+        if backend.get_user(username) is None:
+            backend.create_user(User(username=username, tenant_id=tenant,
+                                     password_hash=hash_password("password-123")))  # fmt: skip
+        new = generate_api_key(tenant, username, "test", tuple(scopes or ("ingest",)), now_ms())
+        backend.create_api_key(new.record)
+        return new.plaintext
+
+    @staticmethod
+    def headers(key: str) -> dict[str, str]:
+        return {"x-api-key": key}
+
+
+@pytest.fixture
+def tenants(app: Flask) -> Tenants:
+    return Tenants(app)

@@ -266,7 +266,21 @@ class SchedulerStore(abc.ABC):
         """
 
 
-class Backend(AccountStore, JobStore, ExecutionStore, MetricsStore, EventBus, SchedulerStore):
+class RateLimiter(abc.ABC):
+    """Fixed-window counters shared by every process of the installation."""
+
+    @abc.abstractmethod
+    def hit(self, name: str, limit: int, window_ms: int, now: int) -> int:
+        """Count one hit on ``name`` in the window of ``window_ms`` that contains ``now``.
+
+        Returns 0 while the window has seen at most ``limit`` hits (this one included), else
+        the milliseconds until the window ends (always at least 1). Atomic across processes.
+        """
+
+
+class Backend(
+    AccountStore, JobStore, ExecutionStore, MetricsStore, EventBus, SchedulerStore, RateLimiter
+):
     """A complete storage backend. Implementations register under the ``chronos.backends``
     entry-point group, one entry per URL scheme they serve."""
 

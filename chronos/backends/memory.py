@@ -93,6 +93,7 @@ class MemoryBackend(Backend):
         self._next_fire: dict[tuple[str, str], int] = {}
         self._fire_index: list[tuple[int, str, str]] = []
         self._claims: dict[tuple[str, str, int], int] = {}
+        self._rate: dict[tuple[str, int], int] = {}
 
     # accounts ------------------------------------------------------------------------------
     def create_user(self, user: User) -> User:
@@ -356,6 +357,15 @@ class MemoryBackend(Backend):
                 self._claims = {k: t for k, t in self._claims.items() if t > now}
             self._claims[key] = now + ttl_ms
             return True
+
+    def hit(self, name: str, limit: int, window_ms: int, now: int) -> int:
+        start = now - now % window_ms
+        with self._lock:
+            if len(self._rate) > 10_000:  # forget windows that have ended
+                self._rate = {k: n for k, n in self._rate.items() if k[1] + window_ms > now}
+            count = self._rate.get((name, start), 0) + 1
+            self._rate[(name, start)] = count
+        return 0 if count <= limit else max(1, start + window_ms - now)
 
     # lifecycle -----------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -34,6 +34,14 @@ def _page(page: Page[Any], schema: Any) -> Response:
                     "nextCursor": page.next_cursor})  # fmt: skip
 
 
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3 document of this API (public: it holds no data)."""
+    from chronos.openapi import build_spec
+
+    return jsonify(build_spec())
+
+
 @bp.get("/jobs")
 @require_key("read")
 def list_jobs() -> Response:

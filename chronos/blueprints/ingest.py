@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
-from chronos.auth import principal, require_key
+from chronos.auth import check_rate, principal, require_key
 from chronos.errors import BadRequest, PayloadTooLarge
 from chronos.extension import get_backend
 from chronos.ingest import build_execution, merge_job
@@ -27,6 +27,7 @@ _event_schema = ExecutionEventSchema()
 
 
 def _items(key: str) -> list[Any]:
+    check_rate(principal(), "ingest", current_app.config["CHRONOS_INGEST_RATE_PER_MINUTE"])
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get(key), list):
         raise BadRequest(f'the body must be a JSON object {{"{key}": [...]}}')
@@ -111,6 +112,7 @@ def ingest_batch() -> Response:
 @bp.post("/executions")
 @require_key("ingest")
 def ingest_one() -> Response:
+    check_rate(principal(), "ingest", current_app.config["CHRONOS_INGEST_RATE_PER_MINUTE"])
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise BadRequest("the body must be one execution as a JSON object")

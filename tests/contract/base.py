@@ -1077,6 +1077,38 @@ class BackendContract:
             thread.join(timeout=10)
         assert sorted(results) == [False] * 7 + [True]
 
+    # rate limiting -----------------------------------------------------------------------
+    def test_rate_limit_allows_up_to_the_limit_then_says_when(self, backend: Backend) -> None:
+        window = 60_000
+        now = T0 + 15_000
+        assert [backend.hit("ingest:acme", 3, window, now) for _ in range(3)] == [0, 0, 0]
+        wait = backend.hit("ingest:acme", 3, window, now)
+        assert wait == 45_000
+
+    def test_rate_limit_names_and_windows_are_independent(self, backend: Backend) -> None:
+        for _ in range(2):
+            backend.hit("ingest:a|b", 2, 60_000, T0)
+        assert backend.hit("ingest:a|b", 2, 60_000, T0) > 0
+        assert backend.hit("ingest:a", 2, 60_000, T0) == 0  # another name
+        assert backend.hit("ingest:a|b", 2, 60_000, T0 + 60_000) == 0  # the next window
+
+    def test_rate_limit_is_atomic_across_threads(self, backend: Backend) -> None:
+        results: list[int] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            for _ in range(10):
+                wait = backend.hit("race", 25, 60_000, T0)
+                with lock:
+                    results.append(wait)
+
+        threads = [threading.Thread(target=worker) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert results.count(0) == 25 and len(results) == 50
+
     # lifecycle ---------------------------------------------------------------------------
     def test_health(self, backend: Backend) -> None:
         report = backend.health()

@@ -116,6 +116,9 @@ class Keys:
     def claim(self, tenant_id: str, job_id: str, instant: int) -> str:
         return f"{self.prefix}claim:{enc(tenant_id)}:{enc(job_id)}:{instant}"
 
+    def rate_window(self, name: str, window_start: int) -> str:
+        return f"{self.prefix}rl:{enc(name)}:{window_start}"
+
     # live events ---------------------------------------------------------------------------
     def events_channel(self, tenant_id: str) -> str:
         return f"{self.prefix}events:{enc(tenant_id)}"

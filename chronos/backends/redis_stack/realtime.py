@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from chronos.backends.base import EventBus, SchedulerStore, Subscription
+from chronos.backends.base import EventBus, RateLimiter, SchedulerStore, Subscription
 from chronos.backends.redis_stack.connection import translate, translated
 from chronos.backends.redis_stack.core import RedisCore
 from chronos.backends.redis_stack.keys import Keys
@@ -70,7 +70,7 @@ class RedisSubscription(Subscription):
                 self._pubsub.close()
 
 
-class RedisRealtime(RedisCore, EventBus, SchedulerStore):
+class RedisRealtime(RedisCore, EventBus, SchedulerStore, RateLimiter):
     @translated
     def publish(self, event: Event) -> None:
         payload = json.dumps({"type": event.type, "data": event.data}, separators=(",", ":"))
@@ -101,3 +101,13 @@ class RedisRealtime(RedisCore, EventBus, SchedulerStore):
     ) -> bool:
         key = self.keys.claim(tenant_id, job_id, instant)
         return bool(self.client().set(key, owner, nx=True, px=ttl_ms))
+
+    @translated
+    def hit(self, name: str, limit: int, window_ms: int, now: int) -> int:
+        start = now - now % window_ms
+        pipe = self.client().pipeline(transaction=True)
+        key = self.keys.rate_window(name, start)
+        pipe.incr(key)
+        pipe.pexpire(key, window_ms * 2, nx=True)
+        count, _ = pipe.execute()
+        return 0 if count <= limit else max(1, start + window_ms - now)
