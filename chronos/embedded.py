@@ -11,8 +11,8 @@ put both on ``LD_LIBRARY_PATH`` of the server process only. psycopg2 itself is n
 
 The server keeps its data in ``<data dir>/redis`` with an append-only file, listens on a unix
 socket there (or on loopback when the socket path would be too long), and daemonizes itself,
-so it outlives the process that started it and gunicorn worker restarts do not stop it. A second Chronos
-process finds it through ``server.json`` and reuses it.
+so it outlives the process that started it and gunicorn worker restarts do not stop it. A
+second Chronos process finds it through ``server.json`` and reuses it.
 """
 
 from __future__ import annotations
