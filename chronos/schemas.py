@@ -145,10 +145,18 @@ class ExecutionEventSchema(Schema):
     metadata = BoundedDict(keys=fields.String())
 
 
+class WireFieldNames(fields.List):
+    """Names of ``ExecutionEventSchema`` fields, answered as their wire (camelCase) names."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        wire = {name: f.data_key or name for name, f in ExecutionEventSchema().fields.items()}
+        return super()._serialize([wire.get(n, n) for n in value or ()], attr, obj, **kwargs)
+
+
 class ExecutionOutSchema(ExecutionEventSchema):
     """An execution as the API answers it."""
 
-    truncated = fields.List(fields.String())
+    truncated = WireFieldNames(fields.String())
     received_at = Timestamp(data_key="receivedAt")
 
 

@@ -31,7 +31,6 @@ def jobs_v1(keys: Keys) -> list[str]:
         *_tag("$._k.id", "id"),
         *_tag("$._k.tags[*]", "tag"),
         *_tag("$._k.en", "enabled"),
-        *_tag("$.state.last_status", "last_status"),
         *_text("$.name", "name"),
         *_text("$.description", "description"),
         *_numeric("$.seq", "seq"),

@@ -16,6 +16,7 @@ from chronos.models import ApiKey, Execution, Job, JobState, User
 _JOB_FIELDS = {f.name for f in dataclasses.fields(Job)} - {"state"}
 _EXEC_FIELDS = {f.name for f in dataclasses.fields(Execution)}
 _STATE_FIELDS = {f.name for f in dataclasses.fields(JobState)}
+_EXEC_ORDER = tuple(f.name for f in dataclasses.fields(Execution))
 
 
 def dumps(value: Any) -> str:
@@ -23,7 +24,9 @@ def dumps(value: Any) -> str:
 
 
 def job_to_doc(job: Job) -> dict[str, Any]:
+    """The job's definition document; its ``state`` lives in a key of its own."""
     doc = dataclasses.asdict(job)
+    del doc["state"]
     doc["_k"] = {
         "t": enc(job.tenant_id),
         "id": enc(job.id),
@@ -33,14 +36,15 @@ def job_to_doc(job: Job) -> dict[str, Any]:
     return doc
 
 
-def job_from_doc(doc: dict[str, Any]) -> Job:
+def job_from_doc(doc: dict[str, Any], state: dict[str, Any] | None) -> Job:
     fields = {k: v for k, v in doc.items() if k in _JOB_FIELDS}
-    state = {k: v for k, v in (doc.get("state") or {}).items() if k in _STATE_FIELDS}
-    return Job(**fields, state=JobState(**state))
+    known = {k: v for k, v in (state or {}).items() if k in _STATE_FIELDS}
+    return Job(**fields, state=JobState(**known))
 
 
 def execution_to_doc(execution: Execution) -> dict[str, Any]:
-    doc = dataclasses.asdict(execution)
+    # Shallow on purpose (dataclasses.asdict deep-copies): the dict is encoded at once.
+    doc = {name: getattr(execution, name) for name in _EXEC_ORDER}
     k: dict[str, Any] = {"t": enc(execution.tenant_id), "job": enc(execution.job_id)}
     if execution.job_version is not None:
         k["v"] = enc(execution.job_version)

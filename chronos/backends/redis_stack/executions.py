@@ -15,7 +15,7 @@ from chronos.backends.redis_stack.core import (
     RedisCore,
 )
 from chronos.backends.redis_stack.jobs import check_limit
-from chronos.backends.redis_stack.keys import METRICS, RESOLUTIONS, SKETCH_GRAINS, enc
+from chronos.backends.redis_stack.keys import SKETCH_GRAINS, enc
 from chronos.backends.redis_stack.search import Query, search_documents, words
 from chronos.models import (
     FAILURE_STATUSES,
@@ -68,48 +68,43 @@ class RedisExecutions(RedisCore, ExecutionStore):
     def _write_call(self, ex: Execution, now: int) -> tuple[list[str], list[Any]]:
         k = self.keys
         t, job = ex.tenant_id, ex.job_id
-        series = [
-            k.series(t, scope, metric, res)
-            for scope in (None, job)
-            for metric in METRICS
-            for res in RESOLUTIONS
-        ]
         # A run counts when it finished; a clock running ahead never plants future samples.
         at = min(ex.finished_at if ex.finished_at is not None else ex.started_at, now)
         counted = ex.terminal and at >= now - RAW_RETENTION_MS + _RETENTION_MARGIN_MS
-        minute = _floor(at, 60_000)
         hour, day = _floor(at, SKETCH_GRAINS["h"]), _floor(at, SKETCH_GRAINS["d"])
         hour_expiry = hour + HOURLY_SKETCH_RETENTION_MS
         day_expiry = day + self.options.metrics_retention_ms
-        sketches = [k.sketch(t, None, "h", hour), k.sketch(t, None, "d", day),
-                    k.sketch(t, job, "h", hour), k.sketch(t, job, "d", day)]  # fmt: skip
         duration = ex.effective_duration_ms()
         if duration is not None and duration < 0:
             duration = None
-        channel = k.events_channel(t)
+        event = docs.dumps({"type": "execution", "data": event_data(ex, "")})
+        keys = [
+            k.execution(t, ex.exec_id), k.job(t, job), k.job_state(t, job),
+            *k.all_series(t, job),
+            k.sketch(t, None, "h", hour), k.sketch(t, None, "d", day),
+            k.sketch(t, job, "h", hour), k.sketch(t, job, "d", day),
+        ]  # fmt: skip
         args = [
             docs.dumps(docs.execution_to_doc(ex)),
             ex.status,
             "1" if ex.terminal else "0",
-            str(minute) if counted else "",
+            str(_floor(at, 60_000)) if counted else "",
             "1" if ex.status == "success" else "0",
             "1" if ex.status in FAILURE_STATUSES else "0",
             "" if duration is None else str(duration),
             str(self.options.execution_ttl_ms or 0),
-            channel,
-            docs.dumps({"type": "execution", "data": event_data(ex, "created")}),
-            docs.dumps({"type": "execution", "data": event_data(ex, "updated")}),
+            k.events_channel(t),
+            event[: -len('"}}')],  # the script appends the outcome and closes the JSON
             str(RAW_RETENTION_MS),
             str(self.options.metrics_retention_ms),
             str(hour_expiry) if hour_expiry > now else "0",
             str(day_expiry) if day_expiry > now else "0",
             str(ex.started_at),
-            "null" if ex.finished_at is None else str(ex.finished_at),
-            docs.dumps(ex.exec_id),
-            "null" if duration is None else str(duration),
+            "" if ex.finished_at is None else str(ex.finished_at),
+            ex.exec_id,
             str(ex.finished_at if ex.finished_at is not None else ex.started_at),
         ]
-        return [k.execution(t, ex.exec_id), k.job(t, job), *series, *sketches], args
+        return keys, args
 
     @translated
     def get_execution(self, tenant_id: str, exec_id: str) -> Execution | None:

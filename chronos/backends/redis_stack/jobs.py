@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from chronos.backends import cursor
 from chronos.backends.base import JobStore
@@ -41,8 +42,19 @@ class RedisJobs(RedisCore, JobStore):
 
     @translated
     def get_job(self, tenant_id: str, job_id: str) -> Job | None:
-        doc = self.client().json().get(self.keys.job(tenant_id, job_id))
-        return docs.job_from_doc(doc) if doc else None
+        found = self.client().json().mget(
+            [self.keys.job(tenant_id, job_id), self.keys.job_state(tenant_id, job_id)], "$"
+        )
+        doc, state = (item[0] if item else None for item in found)
+        return docs.job_from_doc(doc, state) if doc else None
+
+    def _with_states(self, tenant_id: str, found: list[dict[str, Any]]) -> list[Job]:
+        if not found:
+            return []
+        states = self.client().json().mget(
+            [self.keys.job_state(tenant_id, d["id"]) for d in found], "$"
+        )
+        return [docs.job_from_doc(d, s[0] if s else None) for d, s in zip(found, states)]
 
     @translated
     def list_jobs(self, tenant_id: str, query: JobQuery) -> Page[Job]:
@@ -63,7 +75,7 @@ class RedisJobs(RedisCore, JobStore):
             self.client(), self.keys.index_alias("jobs"), q,
             sort_by="seq", ascending=True, offset=0, limit=query.limit + 1,
         )  # fmt: skip
-        items = [docs.job_from_doc(d) for d in found[: query.limit]]
+        items = self._with_states(tenant_id, found[: query.limit])
         next_cursor = None
         if len(found) > query.limit:
             next_cursor = cursor.encode("jobs", seq=items[-1].seq)
@@ -88,7 +100,7 @@ class RedisJobs(RedisCore, JobStore):
     @translated
     def delete_job(self, tenant_id: str, job_id: str) -> bool:
         pipe = self.client().pipeline(transaction=True)
-        pipe.delete(self.keys.job(tenant_id, job_id))
+        pipe.delete(self.keys.job(tenant_id, job_id), self.keys.job_state(tenant_id, job_id))
         pipe.zrem(self.keys.schedule(), self.keys.schedule_member(tenant_id, job_id))
         deleted, _ = pipe.execute()
         return bool(deleted)

@@ -10,6 +10,7 @@ inert text, and is also passed as a ``DIALECT 2`` parameter.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -26,8 +27,9 @@ SKETCH_GRAINS: dict[str, int] = {"h": 3_600_000, "d": 86_400_000}
 ALL_JOBS = "*"
 
 
+@functools.lru_cache(maxsize=65536)
 def enc(value: str) -> str:
-    """Encode a user-given id for use inside a key or a TAG field."""
+    """Encode a user-given id for use inside a key or a TAG field (cached: ids repeat)."""
     return quote(value, safe="")
 
 
@@ -68,6 +70,11 @@ class Keys:
     def job(self, tenant_id: str, job_id: str) -> str:
         return f"{self.job_prefix()}{enc(tenant_id)}:{enc(job_id)}"
 
+    def job_state(self, tenant_id: str, job_id: str) -> str:
+        """The job's last-run state: a document of its own, outside the search index, so that
+        recording a run never re-indexes the job."""
+        return f"{self.prefix}jobstate:{enc(tenant_id)}:{enc(job_id)}"
+
     def job_seq(self, tenant_id: str) -> str:
         return f"{self.prefix}tenant:{enc(tenant_id)}:jobseq"
 
@@ -91,6 +98,17 @@ class Keys:
 
     def series(self, tenant_id: str, job_id: str | None, metric: str, resolution: str) -> str:
         return f"{self.prefix}ts:{self._scope(tenant_id, job_id)}:{metric}:{resolution}"
+
+    @functools.lru_cache(maxsize=16384)  # noqa: B019 - Keys is a small frozen value
+    def all_series(self, tenant_id: str, job_id: str) -> tuple[str, ...]:
+        """Every series one run of ``job_id`` touches: for the tenant, then for the job, each
+        metric of ``METRICS`` at each resolution of ``RESOLUTIONS``."""
+        return tuple(
+            self.series(tenant_id, scope, metric, resolution)
+            for scope in (None, job_id)
+            for metric in METRICS
+            for resolution in RESOLUTIONS
+        )
 
     def sketch(self, tenant_id: str, job_id: str | None, grain: str, bucket_start: int) -> str:
         return f"{self.prefix}td:{self._scope(tenant_id, job_id)}:{grain}:{bucket_start}"

@@ -6,18 +6,17 @@ JSON text and never re-encoded by Lua's cjson (which cannot tell ``[]`` from ``{
 """
 
 # KEYS[1] job document, KEYS[2] the tenant's job sequence counter.
-# ARGV[1] the new document (its created_at/seq/state are placeholders), ARGV[2] now (ms).
-# Keeps created_at, seq and state of an existing job. Returns 'created' or 'updated'.
+# ARGV[1] the new document (its created_at/seq are placeholders), ARGV[2] now (ms).
+# Keeps created_at and seq of an existing job. Returns 'created' or 'updated'.
 UPSERT_JOB = """
 local function raw(path)
   local v = redis.call('JSON.GET', KEYS[1], path)
   return string.sub(v, 2, -2)
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local created, seq, state = raw('$.created_at'), raw('$.seq'), raw('$.state')
+  local created, seq = raw('$.created_at'), raw('$.seq')
   redis.call('JSON.SET', KEYS[1], '$', ARGV[1])
-  redis.call('JSON.MSET', KEYS[1], '$.created_at', created, KEYS[1], '$.seq', seq,
-             KEYS[1], '$.state', state)
+  redis.call('JSON.MSET', KEYS[1], '$.created_at', created, KEYS[1], '$.seq', seq)
   return 'updated'
 end
 redis.call('JSON.SET', KEYS[1], '$', ARGV[1])
@@ -26,18 +25,18 @@ redis.call('JSON.MSET', KEYS[1], '$.created_at', ARGV[2], KEYS[1], '$.seq', seq)
 return 'created'
 """
 
-# KEYS[1] execution document, KEYS[2] job document,
-# KEYS[3..32] series: for scope in (tenant, job), for metric in (runs, success, failure,
+# KEYS[1] execution document, KEYS[2] job document, KEYS[3] job state document,
+# KEYS[4..33] series: for scope in (tenant, job), for metric in (runs, success, failure,
 #   dur_sum, dur_n): raw, 1h, 1d;
-# KEYS[33..36] sketches: tenant hourly, tenant daily, job hourly, job daily.
+# KEYS[34..37] sketches: tenant hourly, tenant daily, job hourly, job daily.
 # ARGV[1] document JSON, ARGV[2] status, ARGV[3] '1' if terminal, ARGV[4] metric timestamp
 # (minute, ms) or '' to count nothing, ARGV[5] success 0/1, ARGV[6] failure 0/1,
 # ARGV[7] duration ms or '', ARGV[8] document TTL ms (0 = none), ARGV[9] channel,
-# ARGV[10] event if created, ARGV[11] event if updated, ARGV[12] raw retention ms,
-# ARGV[13] compaction retention ms, ARGV[14] hourly sketch expire-at ms (0 = skip),
-# ARGV[15] daily sketch expire-at ms (0 = skip), ARGV[16] started_at, ARGV[17] finished_at
-# or 'null', ARGV[18] exec id as JSON string, ARGV[19] duration or 'null',
-# ARGV[20] the time the run counts as a success or failure (finished, else started; ms).
+# ARGV[10] the event JSON up to its outcome value (the script appends the outcome),
+# ARGV[11] raw retention ms, ARGV[12] compaction retention ms, ARGV[13] hourly sketch
+# expire-at ms (0 = skip), ARGV[14] daily sketch expire-at ms (0 = skip), ARGV[15] started_at,
+# ARGV[16] finished_at or '', ARGV[17] exec id, ARGV[18] the time the run counts as a
+# success or failure (finished, else started; ms).
 # Returns 'created', 'updated' or 'duplicate'.
 WRITE_EXECUTION = """
 local outcome = 'created'
@@ -50,20 +49,19 @@ redis.call('JSON.SET', KEYS[1], '$', ARGV[1])
 if tonumber(ARGV[8]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[8]) end
 
 if ARGV[3] == '1' and ARGV[4] ~= '' then
-  local values = {1, tonumber(ARGV[5]), tonumber(ARGV[6])}
-  if ARGV[7] ~= '' then
-    values[4] = tonumber(ARGV[7]); values[5] = 1
-  else
-    values[4] = 0; values[5] = 0
-  end
+  local values = {1, tonumber(ARGV[5]), tonumber(ARGV[6]), 0, 0}
+  if ARGV[7] ~= '' then values[4] = tonumber(ARGV[7]); values[5] = 1 end
   for scope = 0, 1 do
+    -- A scope's 15 series are created together, here, so its first one stands for all.
+    local first = 4 + scope * 15
+    local create = redis.call('EXISTS', KEYS[first]) == 0
     for m = 1, 5 do
-      local i = 3 + scope * 15 + (m - 1) * 3
-      if redis.call('EXISTS', KEYS[i]) == 0 then
-        redis.call('TS.CREATE', KEYS[i], 'RETENTION', ARGV[12], 'DUPLICATE_POLICY', 'SUM')
+      local i = first + (m - 1) * 3
+      if create then
+        redis.call('TS.CREATE', KEYS[i], 'RETENTION', ARGV[11], 'DUPLICATE_POLICY', 'SUM')
         for j = 1, 2 do
           if redis.call('EXISTS', KEYS[i + j]) == 0 then
-            redis.call('TS.CREATE', KEYS[i + j], 'RETENTION', ARGV[13],
+            redis.call('TS.CREATE', KEYS[i + j], 'RETENTION', ARGV[12],
                        'DUPLICATE_POLICY', 'SUM')
           end
         end
@@ -76,9 +74,9 @@ if ARGV[3] == '1' and ARGV[4] ~= '' then
     end
   end
   if ARGV[7] ~= '' then
-    local expire = {ARGV[14], ARGV[15], ARGV[14], ARGV[15]}
+    local expire = {ARGV[13], ARGV[14], ARGV[13], ARGV[14]}
     for s = 1, 4 do
-      local k = KEYS[32 + s]
+      local k = KEYS[33 + s]
       if expire[s] ~= '0' then
         if redis.call('EXISTS', k) == 0 then
           redis.call('TDIGEST.CREATE', k, 'COMPRESSION', 200)
@@ -91,33 +89,28 @@ if ARGV[3] == '1' and ARGV[4] ~= '' then
 end
 
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
-  local state = cjson.decode(redis.call('JSON.GET', KEYS[2], '$.state'))[1]
-  local started = tonumber(ARGV[16])
-  local last = state['last_started_at']
-  if last == nil or last == cjson.null or started >= last then
-    redis.call('JSON.MSET',
-      KEYS[2], '$.state.last_exec_id', ARGV[18],
-      KEYS[2], '$.state.last_status', cjson.encode(ARGV[2]),
-      KEYS[2], '$.state.last_started_at', ARGV[16],
-      KEYS[2], '$.state.last_finished_at', ARGV[17],
-      KEYS[2], '$.state.last_duration_ms', ARGV[19])
+  local stored = redis.call('JSON.GET', KEYS[3], '$')
+  local state = stored and cjson.decode(stored)[1] or {}
+  local function num(v) if v == nil or v == cjson.null then return nil end return v end
+  local started, at = tonumber(ARGV[15]), tonumber(ARGV[18])
+  local last = num(state['last_started_at'])
+  if last == nil or started >= last then
+    state['last_exec_id'] = ARGV[17]
+    state['last_status'] = ARGV[2]
+    state['last_started_at'] = started
+    state['last_finished_at'] = ARGV[16] ~= '' and tonumber(ARGV[16]) or cjson.null
+    state['last_duration_ms'] = ARGV[7] ~= '' and tonumber(ARGV[7]) or cjson.null
   end
-  local at = tonumber(ARGV[20])
-  local function advance(field)
-    local cur = state[field]
-    if cur == nil or cur == cjson.null or at > cur then
-      redis.call('JSON.SET', KEYS[2], '$.state.' .. field, ARGV[20])
-    end
+  if ARGV[5] == '1' and (num(state['last_success_at']) or -1) < at then
+    state['last_success_at'] = at
   end
-  if ARGV[5] == '1' then advance('last_success_at') end
-  if ARGV[6] == '1' then advance('last_failure_at') end
+  if ARGV[6] == '1' and (num(state['last_failure_at']) or -1) < at then
+    state['last_failure_at'] = at
+  end
+  redis.call('JSON.SET', KEYS[3], '$', cjson.encode(state))
 end
 
-if outcome == 'created' then
-  redis.call('PUBLISH', ARGV[9], ARGV[10])
-else
-  redis.call('PUBLISH', ARGV[9], ARGV[11])
-end
+redis.call('PUBLISH', ARGV[9], ARGV[10] .. outcome .. '"}}')
 return outcome
 """
 
