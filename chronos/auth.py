@@ -64,6 +64,7 @@ def authenticate(scope: str) -> Principal:
     now = now_ms()
     if record.last_used_at is None or now - record.last_used_at >= TOUCH_EVERY_MS:
         backend.touch_api_key(key_id, now)
+        record.last_used_at = now  # the cached copy too, so the next request does not touch
     return Principal(record.tenant_id, record.username, key_id, tuple(record.scopes))
 
 

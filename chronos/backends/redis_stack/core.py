@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -30,19 +31,39 @@ class RedisCore:
         self.keys = Keys(options.key_prefix)
         self.clock: Callable[[], int] = now_ms
         self._client = LazyClient(url, options)
-        self._scripts: dict[str, redis.commands.core.Script] = {}
+        self._shas: dict[str, str] = {}
 
     def client(self) -> redis.Redis:
         return self._client.get()
 
-    def script(self, name: str) -> redis.commands.core.Script:
-        """A registered script (``scripts.NAME``); EVALSHA with a fallback to EVAL."""
-        found = self._scripts.get(name)
+    def sha(self, name: str) -> str:
+        """The SHA1 of script ``scripts.NAME``, loaded into the server on first use."""
+        found = self._shas.get(name)
         if found is None:
-            found = self.client().register_script(getattr(scripts, name))
-            self._scripts[name] = found
+            found = self.client().script_load(getattr(scripts, name))
+            self._shas[name] = found
         return found
+
+    def run_scripts(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run script ``name`` once per ``(keys, args)``, pipelined in one round trip.
+
+        EVALSHA without redis-py's per-pipeline ``SCRIPT EXISTS`` check; if the server lost
+        its script cache (restart, ``SCRIPT FLUSH``), load it again and retry, which is safe
+        because every script here is idempotent.
+        """
+        for attempt in (1, 2):
+            sha = self.sha(name)
+            pipe = self.client().pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                self._shas.pop(name, None)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._client.close()
-        self._scripts.clear()
+        self._shas.clear()

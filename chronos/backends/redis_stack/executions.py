@@ -57,13 +57,10 @@ class RedisExecutions(RedisCore, ExecutionStore):
         for ex in executions:
             if ex.tenant_id != tenant_id:
                 raise ValueError(f"execution {ex.exec_id!r} belongs to tenant {ex.tenant_id!r}")
+        if not executions:
+            return []
         now = self.clock()
-        write = self.script("WRITE_EXECUTION")
-        pipe = self.client().pipeline(transaction=False)
-        for ex in executions:
-            keys, args = self._write_call(ex, now)
-            write(keys=keys, args=args, client=pipe)
-        return list(pipe.execute())
+        return self.run_scripts("WRITE_EXECUTION", [self._write_call(ex, now) for ex in executions])
 
     def _write_call(self, ex: Execution, now: int) -> tuple[list[str], list[Any]]:
         k = self.keys

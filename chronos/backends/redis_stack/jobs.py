@@ -29,16 +29,14 @@ class RedisJobs(RedisCore, JobStore):
         for job in jobs:
             if job.tenant_id != tenant_id:
                 raise ValueError(f"job {job.id!r} belongs to tenant {job.tenant_id!r}")
-        upsert = self.script("UPSERT_JOB")
-        pipe = self.client().pipeline(transaction=False)
+        if not jobs:
+            return []
+        calls: list[tuple[list[str], list[Any]]] = []
         for job in jobs:
             doc = docs.job_to_doc(replace(job, updated_at=now, created_at=now, seq=0))
-            upsert(
-                keys=[self.keys.job(tenant_id, job.id), self.keys.job_seq(tenant_id)],
-                args=[docs.dumps(doc), now],
-                client=pipe,
-            )
-        return list(pipe.execute())
+            keys = [self.keys.job(tenant_id, job.id), self.keys.job_seq(tenant_id)]
+            calls.append((keys, [docs.dumps(doc), now]))
+        return self.run_scripts("UPSERT_JOB", calls)
 
     @translated
     def get_job(self, tenant_id: str, job_id: str) -> Job | None:

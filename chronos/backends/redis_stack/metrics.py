@@ -10,6 +10,7 @@ import bisect
 import math
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from chronos.backends.base import MetricsStore
 from chronos.backends.redis_stack.connection import translated
@@ -81,8 +82,7 @@ class RedisMetrics(RedisCore, MetricsStore):
         if not quantiles or any(not 0 <= q <= 1 for q in quantiles):
             raise ValueError("quantiles must be a non-empty list of numbers in [0, 1]")
         now = self.clock()
-        script = self.script("QUANTILES")
-        pipe = self.client().pipeline(transaction=False)
+        calls: list[tuple[list[str], list[Any]]] = []
         for a, b in zip(edges, edges[1:]):
             grain = "h" if a >= now - HOURLY_SKETCH_RETENTION_MS + SKETCH_GRAINS["h"] else "d"
             step = SKETCH_GRAINS[grain]
@@ -91,9 +91,9 @@ class RedisMetrics(RedisCore, MetricsStore):
                 for t in range(_floor(a, step), b, step)
             ]
             scratch = self.keys.scratch(f"td:{uuid.uuid4().hex}")
-            script(keys=[scratch, *sources], args=[repr(float(q)) for q in quantiles], client=pipe)
+            calls.append(([scratch, *sources], [repr(float(q)) for q in quantiles]))
         result: list[list[float | None]] = []
-        for reply in pipe.execute():
+        for reply in self.run_scripts("QUANTILES", calls):
             if reply is None:
                 result.append([None] * len(quantiles))
                 continue
