@@ -23,7 +23,8 @@ find_python() {
 
 ensure_venv() {
     local py stamp="$VENV/.installed-$1"
-    if [ -f "$stamp" ] && [ "$stamp" -nt setup.cfg ] && [ "$stamp" -nt pyproject.toml ]; then
+    if [ -f "$stamp" ] && [ "$stamp" -nt setup.cfg ] && [ "$stamp" -nt pyproject.toml ] &&
+        [ "$stamp" -nt sdk/pyproject.toml ]; then
         return
     fi
     py=$(find_python)
@@ -43,7 +44,8 @@ ensure_venv() {
     fi
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     if [ "$1" = test ]; then
-        "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+        # The SDK is its own distribution (sdk/); the tests drive it against the server.
+        "$VENV/bin/python" -m pip install --quiet -e '.[test]' -e ./sdk
     else
         "$VENV/bin/python" -m pip install --quiet -e .
     fi

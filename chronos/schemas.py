@@ -7,6 +7,7 @@ Unknown fields are ignored, so clients of the earlier system keep working.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -145,11 +146,16 @@ class ExecutionEventSchema(Schema):
     metadata = BoundedDict(keys=fields.String())
 
 
+@functools.cache
+def _wire_names() -> dict[str, str]:
+    return {name: f.data_key or name for name, f in ExecutionEventSchema().fields.items()}
+
+
 class WireFieldNames(fields.List):
     """Names of ``ExecutionEventSchema`` fields, answered as their wire (camelCase) names."""
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
-        wire = {name: f.data_key or name for name, f in ExecutionEventSchema().fields.items()}
+        wire = _wire_names()
         return super()._serialize([wire.get(n, n) for n in value or ()], attr, obj, **kwargs)
 
 
