@@ -1,4 +1,4 @@
-"""ChronosClient: a bounded queue, one daemon thread that batches and delivers, and an optional spool.
+"""ChronosClient: a bounded queue, one daemon thread that batches and delivers, an optional spool.
 
 Delivery policy, per batch (``POST /api/ingest/executions/batch``):
 
@@ -223,7 +223,8 @@ class ChronosClient:
                 self._cond.notify_all()
                 thread = self._thread
             if thread is not None and thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
+                # A little grace past the deadline lets a thread that is between attempts exit.
+                thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
             self._save_leftovers()
         except Exception as exc:
             self.log.error("chronos: close failed: %s", _exc_line(exc))
@@ -262,7 +263,7 @@ class ChronosClient:
         return []
 
     def _spool_events(self, events: list[dict[str, Any]]) -> Path | None:
-        """Write events to the spool and queue the file for delivery; count them dropped on error."""
+        """Spool events and queue the file for delivery; count them as dropped on error."""
         try:
             assert self.spool is not None
             path = self.spool.write(events)
@@ -275,7 +276,7 @@ class ChronosClient:
         return path
 
     def _spill_queue(self) -> None:
-        """While the server is unreachable, move queued events to the spool so a crash keeps them."""
+        """While the server is unreachable, move queued events to disk so a crash keeps them."""
         if self.spool is None:
             return
         with self._cond:
@@ -372,16 +373,18 @@ class ChronosClient:
         return batch.events is not None
 
     def _finish(self, batch: _Batch, replace: list[_Batch] | None = None) -> None:
+        """Take a batch out of flight (its file first, so a flush that returns sees it gone)."""
         with self._cond:
             path = batch.path
-            self._inflight.remove(batch)
-            self._inflight[0:0] = replace or []
-            self._cond.notify_all()
         if path is not None and self.spool is not None:
             try:
                 self.spool.remove(path)
             except OSError as exc:
                 self.log.error("chronos: could not delete spool file: %s", _exc_line(exc))
+        with self._cond:
+            self._inflight.remove(batch)
+            self._inflight[0:0] = replace or []
+            self._cond.notify_all()
 
     def _deliver(self, batch: _Batch) -> bool:
         """Send one batch until it is done. ``False`` when the client stopped meanwhile."""

@@ -55,7 +55,9 @@ def base_event(
 def error_fields(exc: BaseException) -> dict[str, Any]:
     """``errorType`` (qualified class name), ``errorMessage`` and ``errorStack`` of ``exc``."""
     cls = type(exc)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    name = cls.__qualname__
+    if cls.__module__ != "builtins":
+        name = f"{cls.__module__}.{name}"
     return {
         "errorType": name,
         "errorMessage": str(exc) or name,

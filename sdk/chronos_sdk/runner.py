@@ -11,6 +11,7 @@ re-raises whatever the block raised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
@@ -342,10 +343,9 @@ class ChronosRunner:
                 future.set_result(value) if ok else future.set_exception(value)
 
         def on_done(ok: bool, value: Any) -> None:
-            try:
+            # RuntimeError: the loop is closed, so nobody waits for this result any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle, ok, value)
-            except RuntimeError:  # the loop is closed: nobody waits for this result any more
-                pass
 
         self._in_thread(job, on_done)
         return future
@@ -445,10 +445,9 @@ class _Run:
         snippet: bool = True,
     ) -> RunResult:
         if self._token is not None:
-            try:
+            # ValueError: finished in another context than it started; nothing to undo there.
+            with contextlib.suppress(ValueError):
                 Capture.deactivate(self._token)
-            except ValueError:  # finished in another context than it started; nothing to undo
-                pass
             self._token = None
         duration_ms = int((time.perf_counter() - self._t0) * 1000)
         result = RunResult(self.exec_id, self.job.job_id, status, value, exc, exit_code,

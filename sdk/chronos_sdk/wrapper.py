@@ -123,12 +123,10 @@ class _Reporter:
                  error: dict[str, Any] | None = None, command: list[str] | None = None) -> None:
         try:
             duration_ms = int((time.perf_counter() - self.t0) * 1000)
-            started = self.event["startedAt"]
             event = dict(self.event, status="success" if exit_code == 0 else "failed",
                          exitCode=exit_code, durationMs=duration_ms,
                          finishedAt=iso_utc(time.time()), stdout=out.getvalue(),
                          stderr=err.getvalue(), **(error or {}))
-            event["startedAt"] = started
             metadata: dict[str, Any] = {}
             if command:
                 metadata["command"] = truncate(shlex.join(command), 1024)[0]
@@ -139,10 +137,9 @@ class _Reporter:
                 event["metadata"] = metadata
             self.client.send(event)
             self.client.close(self.opts.flush_timeout)
-            if self.client.flush(0) is False:
-                where = f" (kept in {self.opts.spool_dir})" if self.client.spool else ""
-                log.warning("could not deliver the report within %ss%s",
-                            self.opts.flush_timeout, where)
+            if self.client.spool is not None and not self.client.flush(0):
+                log.warning("report not delivered within %ss; kept in %s for the next run",
+                            self.opts.flush_timeout, self.opts.spool_dir)
         except Exception as exc:
             log.error("reporting failed: %s: %s", type(exc).__name__, exc)
 
@@ -279,6 +276,8 @@ class _OneLine(logging.Formatter):
 
 
 def _setup_logging() -> None:
+    if any(isinstance(h.formatter, _OneLine) for h in log.handlers):
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLine())
     log.addHandler(handler)

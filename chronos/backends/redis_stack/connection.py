@@ -79,7 +79,8 @@ class LazyClient:
             socket_connect_timeout=opts.connect_timeout_s,
             socket_timeout=opts.socket_timeout_s,
             health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
+            # Brief: a dead Redis must turn into a quick 503, not requests hanging on retries.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             max_connections=64,
         )
