@@ -31,14 +31,15 @@ import time
 import urllib.parse
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from http.client import HTTPException
-from pathlib import Path
 from typing import Any
 
 from chronos_sdk import __version__
+from chronos_sdk.events import iso_utc
+from chronos_sdk.outbox import Batch, Event, Outbox
 from chronos_sdk.spool import Spool
 from chronos_sdk.transport import Response, Transport, UrllibTransport
 
@@ -47,16 +48,6 @@ REGISTER_PATH = "/api/ingest/jobs/register"
 BATCH_PATH = "/api/ingest/executions/batch"
 
 _clients: weakref.WeakSet[ChronosClient] = weakref.WeakSet()
-
-
-class _Batch:
-    """Events on their way out. ``events`` is ``None`` until a spooled file is loaded."""
-
-    __slots__ = ("events", "path")
-
-    def __init__(self, events: list[dict[str, Any]] | None, path: Path | None = None) -> None:
-        self.events = events
-        self.path = path
 
 
 class ChronosClient:
@@ -88,46 +79,38 @@ class ChronosClient:
         raw = endpoint or os.environ.get("CHRONOS_ENDPOINT") or DEFAULT_ENDPOINT
         self.endpoint = str(raw).rstrip("/")
         self.transport: Transport = transport or UrllibTransport()
-        self.batch_size = max(1, int(batch_size))
-        self.flush_interval = max(0.0, float(flush_interval))
-        self.max_queue = max(1, int(max_queue))
         self.timeout = float(timeout)
         self.backoff_base = float(backoff_base)
         self.backoff_cap = float(backoff_cap)
         self.dropped = 0
         self.delivered = 0
         self.rejected = 0
-        self._init_state()
         self._outage = False
         self._logged: set[Any] = set()
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self._disabled = not self._valid_endpoint()
         self.spool: Spool | None = None
         if spool_dir is not None:
             try:
                 self.spool = Spool(spool_dir)
-                self._spooled.extend(self.spool.pending())
             except OSError as exc:
                 self.log.error("chronos: spool directory %s unusable, spooling off: %s",
                                spool_dir, exc)
+        self.outbox = Outbox(
+            batch_size=max(1, int(batch_size)),
+            flush_interval=max(0.0, float(flush_interval)),
+            max_queue=max(1, int(max_queue)),
+            spool=self.spool,
+            on_drop=self._count_dropped,
+            on_error=lambda message: self.log.error("chronos: %s", message),
+        )
         if not self.api_key:
             self.log.warning("chronos: no API key (set CHRONOS_API_KEY); the server will refuse")
         atexit.register(self._atexit)
         _clients.add(self)
-        if self._spooled and not self._disabled:
-            with self._cond:
-                self._ensure_worker()
-
-    def _init_state(self) -> None:
-        self._cond = threading.Condition()
-        self._queue: deque[dict[str, Any]] = deque()
-        self._first_queued_at: float | None = None
-        self._inflight: list[_Batch] = []
-        self._spooled: deque[Path] = deque()
-        self._flush_waiters = 0
-        self._stopping = False
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        if self.outbox.spooled and not self._disabled:
+            self._ensure_worker()  # resend what an earlier process left behind
 
     def _valid_endpoint(self) -> bool:
         try:
@@ -161,22 +144,16 @@ class ChronosClient:
     def send(self, event: Mapping[str, Any]) -> None:
         """Queue one execution event; never blocks. Sets ``execId`` when the event has none."""
         try:
-            event = _without_none(event)
+            # A JSON round trip snapshots the event (later changes by the caller do not leak in)
+            # and turns datetimes and other odd values into JSON now, not in the worker.
+            event = json.loads(_dumps(_without_none(event)))
             event.setdefault("execId", uuid.uuid4().hex)
             event.setdefault("sdkVersion", __version__)
             if self._disabled or self._closed:
                 self._count_dropped(1, "client closed or disabled")
                 return
-            with self._cond:
-                self._ensure_worker()
-                overflow = self._make_room()
-                self._queue.append(event)
-                if self._first_queued_at is None:
-                    self._first_queued_at = time.monotonic()
-                if len(self._queue) >= self.batch_size:
-                    self._cond.notify_all()
-            if overflow:
-                self._spool_events(overflow)
+            self.outbox.put(event)
+            self._ensure_worker()
         except Exception as exc:
             self.log.error("chronos: could not queue an event: %s", _exc_line(exc))
 
@@ -187,20 +164,12 @@ class ChronosClient:
         timeout ends the wait; pass one.
         """
         try:
-            if self._disabled:
+            if self._disabled or not self.outbox.pending():
                 return True
-            with self._cond:
-                if not self._pending():
-                    return True
-                if self._stopping:
-                    return False
-                self._ensure_worker()
-                self._flush_waiters += 1
-                self._cond.notify_all()
-                try:
-                    return self._cond.wait_for(lambda: not self._pending(), timeout)
-                finally:
-                    self._flush_waiters -= 1
+            if self.outbox.stopping:
+                return False
+            self._ensure_worker()
+            return self.outbox.wait_empty(timeout)
         except Exception as exc:
             self.log.error("chronos: flush failed: %s", _exc_line(exc))
             return False
@@ -211,21 +180,18 @@ class ChronosClient:
         Events still undelivered are spooled when a spool is configured, else counted as dropped.
         """
         try:
-            with self._cond:
-                if self._closed:
-                    return
-                self._closed = True
+            if self._closed:
+                return
+            self._closed = True
             atexit.unregister(self._atexit)
             deadline = time.monotonic() + timeout
             self.flush(timeout)
-            with self._cond:
-                self._stopping = True
-                self._cond.notify_all()
-                thread = self._thread
+            self.outbox.stop()
+            thread = self._thread
             if thread is not None and thread is not threading.current_thread():
                 # A little grace past the deadline lets a thread that is between attempts exit.
                 thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
-            self._save_leftovers()
+            self.outbox.save_leftovers()
         except Exception as exc:
             self.log.error("chronos: close failed: %s", _exc_line(exc))
 
@@ -238,80 +204,19 @@ class ChronosClient:
     def _atexit(self) -> None:
         self.close()
 
-    # -- queue -------------------------------------------------------------------------------
-
-    def _pending(self) -> bool:
-        return bool(self._queue or self._inflight or self._spooled)
-
     def _ensure_worker(self) -> None:
-        """Start the delivery thread if it is not running. Caller holds ``_cond``."""
-        if self._stopping:
-            return
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="chronos-sdk", daemon=True)
-            self._thread.start()
+        with self.outbox.cond:
+            if self.outbox.stopping:
+                return
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="chronos-sdk",
+                                                daemon=True)
+                self._thread.start()
 
-    def _make_room(self) -> list[dict[str, Any]]:
-        """Free a slot in a full queue: return the oldest events to spool, or drop the oldest."""
-        if len(self._queue) < self.max_queue:
-            return []
-        if self.spool is not None:
-            n = min(self.batch_size, len(self._queue))
-            return [self._queue.popleft() for _ in range(n)]
-        self._queue.popleft()
-        self._count_dropped(1, f"queue full (max_queue={self.max_queue}), dropping the oldest")
-        return []
-
-    def _spool_events(self, events: list[dict[str, Any]]) -> Path | None:
-        """Spool events and queue the file for delivery; count them as dropped on error."""
-        try:
-            assert self.spool is not None
-            path = self.spool.write(events)
-        except Exception as exc:
-            self._count_dropped(len(events), f"spool write failed ({_exc_line(exc)})")
-            return None
-        with self._cond:
-            self._spooled.append(path)
-            self._ensure_worker()
-        return path
-
-    def _spill_queue(self) -> None:
-        """While the server is unreachable, move queued events to disk so a crash keeps them."""
-        if self.spool is None:
-            return
-        with self._cond:
-            events = list(self._queue)
-            self._queue.clear()
-            self._first_queued_at = None
-        for i in range(0, len(events), self.batch_size):
-            self._spool_events(events[i : i + self.batch_size])
-
-    def _save_leftovers(self) -> None:
-        """After close: spool what is still undelivered, or count it as dropped."""
-        with self._cond:
-            unspooled = [b for b in self._inflight if b.path is None and b.events]
-            queued = list(self._queue)
-            self._queue.clear()
-            self._first_queued_at = None
-        chunks = [b.events or [] for b in unspooled]
-        chunks += [queued[i : i + self.batch_size] for i in range(0, len(queued), self.batch_size)]
-        lost = 0
-        for i, events in enumerate(chunks):
-            try:
-                if self.spool is None:
-                    raise OSError("no spool_dir")
-                path = self.spool.write(events)
-                if i < len(unspooled):
-                    unspooled[i].path = path
-            except OSError:
-                lost += len(events)
-        if lost:
-            self._count_dropped(lost, "not delivered before close", force_log=True)
-
-    def _count_dropped(self, n: int, why: str, force_log: bool = False) -> None:
+    def _count_dropped(self, n: int, why: str) -> None:
         self.dropped += n
         key = ("dropped", why)
-        if force_log or key not in self._logged:
+        if key not in self._logged or why == "not delivered before close":
             self._logged.add(key)
             self.log.warning("chronos: dropped %d event(s): %s (total dropped: %d)",
                              n, why, self.dropped)
@@ -320,73 +225,15 @@ class ChronosClient:
 
     def _run(self) -> None:
         try:
-            while self._take():
-                self._deliver_inflight()
+            while (batch := self.outbox.take()) is not None:
+                if batch.events is None and not self.outbox.load(batch):
+                    self.outbox.finish(batch)
+                elif not self._deliver(batch):
+                    return
         except Exception:
             self.log.exception("chronos: delivery thread crashed; it restarts on the next send")
-        finally:
-            with self._cond:
-                self._cond.notify_all()
 
-    def _take(self) -> bool:
-        """Wait for work and put the next batch in flight. ``False`` means stop."""
-        with self._cond:
-            while True:
-                if self._stopping:
-                    return False
-                if self._spooled:
-                    self._inflight.append(_Batch(None, self._spooled.popleft()))
-                    return True
-                if self._queue:
-                    now = time.monotonic()
-                    due = (self._first_queued_at or now) + self.flush_interval
-                    if len(self._queue) >= self.batch_size or self._flush_waiters or now >= due:
-                        n = min(self.batch_size, len(self._queue))
-                        self._inflight.append(_Batch([self._queue.popleft() for _ in range(n)]))
-                        if not self._queue:
-                            self._first_queued_at = None
-                        return True
-                    self._cond.wait(due - now)
-                else:
-                    self._cond.wait()
-
-    def _deliver_inflight(self) -> None:
-        while True:
-            with self._cond:
-                if not self._inflight:
-                    self._cond.notify_all()
-                    return
-                batch = self._inflight[0]
-            if batch.events is None and not self._load(batch):
-                self._finish(batch)
-                continue
-            if not self._deliver(batch):
-                return
-
-    def _load(self, batch: _Batch) -> bool:
-        try:
-            assert self.spool is not None and batch.path is not None
-            batch.events = self.spool.read(batch.path)
-        except Exception as exc:
-            self.log.error("chronos: %s", _exc_line(exc))
-            return False
-        return batch.events is not None
-
-    def _finish(self, batch: _Batch, replace: list[_Batch] | None = None) -> None:
-        """Take a batch out of flight (its file first, so a flush that returns sees it gone)."""
-        with self._cond:
-            path = batch.path
-        if path is not None and self.spool is not None:
-            try:
-                self.spool.remove(path)
-            except OSError as exc:
-                self.log.error("chronos: could not delete spool file: %s", _exc_line(exc))
-        with self._cond:
-            self._inflight.remove(batch)
-            self._inflight[0:0] = replace or []
-            self._cond.notify_all()
-
-    def _deliver(self, batch: _Batch) -> bool:
+    def _deliver(self, batch: Batch) -> bool:
         """Send one batch until it is done. ``False`` when the client stopped meanwhile."""
         events = batch.events or []
         attempt = 0
@@ -396,40 +243,22 @@ class ChronosClient:
                 if self._outage:
                     self._outage = False
                     self.log.info("chronos: server reachable again; delivering")
-                self._finish(batch)
+                self.outbox.finish(batch)
                 return True
             if outcome == "split":
-                self._finish(batch, self._split(batch))
+                self.outbox.split(batch)
                 return True
+            if self.outbox.stopping:
+                return False
             attempt += 1
-            with self._cond:
-                if self._stopping:
-                    return False
-            if self.spool is not None and batch.path is None:
-                try:
-                    batch.path = self.spool.write(events)
-                except OSError as exc:
-                    self.log.error("chronos: spool write failed: %s", _exc_line(exc))
-            self._spill_queue()
+            self.outbox.keep(batch)
+            self.outbox.spill()
             ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
             delay = max(wait, random.uniform(0, ceiling))  # noqa: S311 - jitter, not crypto
-            with self._cond:
-                if self._cond.wait_for(lambda: self._stopping, delay):
-                    return False
+            if self.outbox.sleep(delay):
+                return False
 
-    def _split(self, batch: _Batch) -> list[_Batch]:
-        events = batch.events or []
-        mid = len(events) // 2
-        halves = [_Batch(events[:mid]), _Batch(events[mid:])]
-        if batch.path is not None and self.spool is not None:
-            for half in halves:
-                try:
-                    half.path = self.spool.write(half.events or [])
-                except OSError as exc:
-                    self.log.error("chronos: spool write failed: %s", _exc_line(exc))
-        return halves
-
-    def _post(self, events: list[dict[str, Any]]) -> tuple[str, float]:
+    def _post(self, events: list[Event]) -> tuple[str, float]:
         """One attempt. Returns ("done" | "split" | "retry", seconds the server asked to wait)."""
         url = self.endpoint + BATCH_PATH
         try:
@@ -448,29 +277,32 @@ class ChronosClient:
         if status == 413:
             if len(events) > 1:
                 return "split", 0.0
-            self._count_dropped(1, f"event {events[0].get('execId')} too large (HTTP 413)",
-                                force_log=True)
+            self._count_dropped(1, f"event {events[0].get('execId')} too large (HTTP 413)")
             return "done", 0.0
         if status in (408, 429) or status >= 500:
             self._log_outage(f"server answered {_describe(resp)}")
             return "retry", _retry_after(resp)
-        level = logging.ERROR if status in (401, 403, 404) else logging.WARNING
-        if status not in (401, 403, 404) or status not in self._logged:
+        # Configuration problems (bad key, wrong URL) would repeat on every batch: log them once.
+        once = status in (401, 403, 404)
+        if not once or status not in self._logged:
             self._logged.add(status)
-            self.log.log(level, "chronos: batch of %d event(s) refused, dropped: %s",
+            self.log.log(logging.ERROR if once else logging.WARNING,
+                         "chronos: batch of %d event(s) refused, dropped: %s",
                          len(events), _describe(resp))
         self.dropped += len(events)
         return "done", 0.0
 
-    def _accepted(self, resp: Response, events: list[dict[str, Any]]) -> None:
+    def _accepted(self, resp: Response, events: list[Event]) -> None:
         answer = resp.json()
         answer = answer if isinstance(answer, dict) else {}
         rejected = answer.get("rejected") or []
-        for item in rejected if isinstance(rejected, list) else []:
+        rejected = rejected if isinstance(rejected, list) else []
+        for item in rejected:
             index = item.get("index") if isinstance(item, dict) else None
             event = events[index] if isinstance(index, int) and 0 <= index < len(events) else {}
+            errors = item.get("errors") if isinstance(item, dict) else item
             self.log.warning("chronos: server rejected event %s (job %s): %s",
-                             event.get("execId"), event.get("jobId"), item.get("errors"))
+                             event.get("execId"), event.get("jobId"), errors)
         self.rejected += len(rejected)
         accepted, duplicates = answer.get("accepted"), answer.get("duplicates")
         if isinstance(accepted, int):
@@ -499,7 +331,8 @@ def _after_fork_in_child() -> None:
     # A forked child inherits the queue and locks but not the thread; the parent keeps delivering
     # what was queued, and the child starts clean (with fresh, unheld locks).
     for client in list(_clients):
-        client._init_state()
+        client.outbox.reset()
+        client._thread = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -510,7 +343,16 @@ def _without_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _dumps(payload: Any) -> bytes:
-    return json.dumps(payload, default=str, separators=(",", ":")).encode()
+    return json.dumps(payload, default=_json_default, separators=(",", ":")).encode()
+
+
+def _json_default(value: Any) -> Any:
+    """Datetimes as ISO 8601, anything else unknown as its ``str`` (never a failed batch)."""
+    if isinstance(value, datetime):
+        return iso_utc(value.timestamp()) if value.tzinfo else value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
 
 
 def _retry_after(resp: Response) -> float:

@@ -15,6 +15,10 @@ from chronos_sdk import __version__
 from chronos_sdk.capture import truncate
 
 STATUSES = ("running", "success", "failed", "timeout", "cancelled")
+# Server-side limits (chronos/schemas.py): over them the server rejects the event.
+SHORT_MAX = 256
+LABEL_KEY_MAX = 64
+LABEL_VALUE_MAX = 256
 
 
 def iso_utc(timestamp: float) -> str:
@@ -43,13 +47,21 @@ def base_event(
         "status": status,
         "startedAt": iso_utc(started_at),
         "attempt": attempt,
-        "triggerId": trigger_id,
+        "triggerId": trigger_id or None,
         "host": host,
         "appVersion": app_version,
         "jobVersion": job_version,
         "sdkVersion": __version__,
-        "labels": {str(k): str(v) for k, v in labels.items()} if labels else None,
+        "labels": clean_labels(labels),
     }
+
+
+def clean_labels(labels: dict[str, str] | None) -> dict[str, str] | None:
+    """Labels as the server takes them (keys 1-64 chars, values up to 256): clipped, not lost,
+    since one bad label would make the server reject the whole event."""
+    if not labels:
+        return None
+    return {str(k)[:LABEL_KEY_MAX]: str(v)[:LABEL_VALUE_MAX] for k, v in labels.items() if k}
 
 
 def error_fields(exc: BaseException) -> dict[str, Any]:
@@ -59,7 +71,7 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
     if cls.__module__ != "builtins":
         name = f"{cls.__module__}.{name}"
     return {
-        "errorType": name,
+        "errorType": name[-SHORT_MAX:],
         "errorMessage": str(exc) or name,
         "errorStack": "".join(traceback.format_exception(exc)),
     }

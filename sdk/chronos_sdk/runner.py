@@ -16,60 +16,16 @@ import inspect
 import logging
 import math
 import threading
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import copy_context
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from chronos_sdk.capture import Capture
 from chronos_sdk.client import ChronosClient
-from chronos_sdk.events import (
-    base_event,
-    clip_fields,
-    detect_app_version,
-    error_fields,
-    hostname,
-    iso_utc,
-)
+from chronos_sdk.events import detect_app_version, hostname, iso_utc
+from chronos_sdk.runs import PROPAGATE, Handler, Job, Run, RunResult, Tracked, is_async
 
 SKIPPED_MESSAGE = "skipped: previous run still running"
-_PROPAGATE = (KeyboardInterrupt, asyncio.CancelledError)
-
-Handler = Callable[[], Any]
-
-
-@dataclass
-class RunResult:
-    """The outcome of one run. ``exc`` is the handler's exception, if it raised."""
-
-    exec_id: str
-    job_id: str
-    status: str
-    value: Any = None
-    exc: BaseException | None = None
-    exit_code: int | None = None
-    duration_ms: int = 0
-    stdout: str | None = None
-    stderr: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "success"
-
-
-@dataclass
-class _Job:
-    job_id: str
-    fn: Handler | None
-    timeout: float | None = None
-    overlap: str = "allow"
-    version: str | None = None
-    labels: dict[str, str] | None = None
-    snippet: str | None = field(default=None, repr=False)
-    snippet_done: bool = False
 
 
 class ChronosRunner:
@@ -101,7 +57,7 @@ class ChronosRunner:
         self.app_version = app_version
         self.host = host or hostname()
         self.max_output_bytes = max_output_bytes
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._definitions: dict[str, dict[str, Any]] = {}
         self._running: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -124,7 +80,7 @@ class ChronosRunner:
             raise ValueError(f"overlap must be 'allow' or 'skip', not {overlap!r}")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        self._jobs[job_id] = _Job(job_id, fn, timeout, overlap, version, labels)
+        self._jobs[job_id] = Job(job_id, fn, timeout, overlap, version, labels)
 
     def job(
         self,
@@ -153,7 +109,7 @@ class ChronosRunner:
                           labels=labels)
             if register:
                 mode = run_mode or ("recurring" if schedule else "once" if run_at else None)
-                self._definitions[job_id] = {
+                definition = {
                     "id": job_id,
                     "name": name,
                     "description": description,
@@ -164,6 +120,9 @@ class ChronosRunner:
                     "tags": list(tags) if tags else None,
                     "version": version,
                     "maxRuntimeSeconds": math.ceil(timeout) if timeout else None,
+                }
+                self._definitions[job_id] = {
+                    k: v for k, v in definition.items() if v is not None
                 }
             return fn
 
@@ -188,7 +147,7 @@ class ChronosRunner:
         ``await runner.arun_now(...)`` instead.
         """
         job = self._get(job_id)
-        if _is_async(job.fn):
+        if is_async(job.fn):
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
@@ -199,14 +158,14 @@ class ChronosRunner:
             )
         if not self._acquire(job):
             return self._skipped(job, trigger_id, attempt)
-        run = _Run(self, job, trigger_id=trigger_id, attempt=attempt)
+        run = Run(self, job, trigger_id=trigger_id, attempt=attempt)
         run.start()
         if job.timeout is None:
             try:
                 value = job.fn()  # type: ignore[misc]
             except BaseException as exc:
                 result = run.fail(exc)
-                if isinstance(exc, _PROPAGATE):
+                if isinstance(exc, PROPAGATE):
                     raise
                 return result
             finally:
@@ -237,11 +196,11 @@ class ChronosRunner:
         job = self._get(job_id)
         if not self._acquire(job):
             return self._skipped(job, trigger_id, attempt)
-        run = _Run(self, job, trigger_id=trigger_id, attempt=attempt)
+        run = Run(self, job, trigger_id=trigger_id, attempt=attempt)
         run.start()
         released = False
         try:
-            if _is_async(job.fn):
+            if is_async(job.fn):
                 awaitable: Awaitable[Any] = job.fn()  # type: ignore[misc]
             else:
                 awaitable = self._thread_future(job)
@@ -261,7 +220,7 @@ class ChronosRunner:
                 value = task.result()
         except BaseException as exc:
             result = run.fail(exc)
-            if isinstance(exc, _PROPAGATE):
+            if isinstance(exc, PROPAGATE):
                 raise
             return result
         finally:
@@ -293,7 +252,7 @@ class ChronosRunner:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _get(self, job_id: str) -> _Job:
+    def _get(self, job_id: str) -> Job:
         try:
             return self._jobs[job_id]
         except KeyError:
@@ -303,22 +262,22 @@ class ChronosRunner:
                 "use runner.register() or @runner.job()"
             ) from None
 
-    def _acquire(self, job: _Job) -> bool:
+    def _acquire(self, job: Job) -> bool:
         with self._lock:
             if job.overlap == "skip" and self._running.get(job.job_id):
                 return False
             self._running[job.job_id] = self._running.get(job.job_id, 0) + 1
             return True
 
-    def _release(self, job: _Job) -> None:
+    def _release(self, job: Job) -> None:
         with self._lock:
             self._running[job.job_id] -= 1
 
-    def _skipped(self, job: _Job, trigger_id: str | None, attempt: int) -> RunResult:
-        run = _Run(self, job, trigger_id=trigger_id, attempt=attempt, capture=False)
+    def _skipped(self, job: Job, trigger_id: str | None, attempt: int) -> RunResult:
+        run = Run(self, job, trigger_id=trigger_id, attempt=attempt, capture=False)
         return run.finish("cancelled", error={"errorMessage": SKIPPED_MESSAGE}, snippet=False)
 
-    def _in_thread(self, job: _Job, on_done: Callable[[bool, Any], None]) -> None:
+    def _in_thread(self, job: Job, on_done: Callable[[bool, Any], None]) -> None:
         """Run the handler in a daemon thread that shares this run's context (and capture)."""
         ctx = copy_context()
 
@@ -334,7 +293,7 @@ class ChronosRunner:
         name = f"chronos-job-{job.job_id}"
         threading.Thread(target=target, name=name, daemon=True).start()
 
-    def _thread_future(self, job: _Job) -> asyncio.Future[Any]:
+    def _thread_future(self, job: Job) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
 
@@ -358,7 +317,7 @@ class ChronosRunner:
             self._versions[module] = detect_app_version(module)
         return self._versions[module]
 
-    def _snippet(self, job: _Job) -> str | None:
+    def _snippet(self, job: Job) -> str | None:
         if not self.capture_code or job.fn is None:
             return None
         if not job.snippet_done:
@@ -370,156 +329,11 @@ class ChronosRunner:
         return job.snippet
 
 
-class _Run:
-    """One run's identity, timing and capture; builds and sends its events."""
-
-    def __init__(
-        self,
-        runner: ChronosRunner,
-        job: _Job,
-        *,
-        trigger_id: str | None,
-        attempt: int,
-        capture: bool = True,
-    ) -> None:
-        self.runner = runner
-        self.job = job
-        self.exec_id = uuid.uuid4().hex
-        self.started = time.time()
-        self._t0 = time.perf_counter()
-        self.capture = (
-            Capture(runner.max_output_bytes) if capture and runner.capture_console else None
-        )
-        self._token: Any = None
-        self.event = base_event(
-            self.exec_id,
-            job.job_id,
-            "running",
-            self.started,
-            host=runner.host,
-            app_version=runner._app_version_for(job.fn),
-            job_version=job.version,
-            attempt=attempt,
-            trigger_id=trigger_id,
-            labels=job.labels,
-        )
-
-    def start(self) -> None:
-        self.runner.client.send(self.event)
-        if self.capture is not None:
-            self._token = self.capture.activate()
-
-    def succeed(self, value: Any) -> RunResult:
-        return self.finish("success", value=value, exit_code=0)
-
-    def timed_out(self) -> RunResult:
-        timeout = self.job.timeout
-        if self.job.fn is not None and not _is_async(self.job.fn):
-            self.runner.log.warning(
-                "chronos: job %s exceeded its %ss timeout; its thread is abandoned and may "
-                "still be running", self.job.job_id, timeout)
-        error = {"errorType": "TimeoutError", "errorMessage": f"timed out after {timeout}s"}
-        return self.finish("timeout", error=error)
-
-    def fail(self, exc: BaseException) -> RunResult:
-        status, exit_code = "failed", 1
-        if isinstance(exc, SystemExit):
-            code = exc.code
-            if code is None or code == 0:
-                status, exit_code = "success", 0
-            elif isinstance(code, int):
-                exit_code = code
-        elif isinstance(exc, _PROPAGATE):
-            status, exit_code = "cancelled", None
-        error = error_fields(exc) if status != "success" else None
-        return self.finish(status, exc=exc, exit_code=exit_code, error=error)
-
-    def finish(
-        self,
-        status: str,
-        *,
-        value: Any = None,
-        exc: BaseException | None = None,
-        exit_code: int | None = None,
-        error: dict[str, Any] | None = None,
-        snippet: bool = True,
-    ) -> RunResult:
-        if self._token is not None:
-            # ValueError: finished in another context than it started; nothing to undo there.
-            with contextlib.suppress(ValueError):
-                Capture.deactivate(self._token)
-            self._token = None
-        duration_ms = int((time.perf_counter() - self._t0) * 1000)
-        result = RunResult(self.exec_id, self.job.job_id, status, value, exc, exit_code,
-                           duration_ms)
-        try:
-            event = dict(self.event, status=status, exitCode=exit_code, durationMs=duration_ms,
-                         finishedAt=iso_utc(self.started + duration_ms / 1000), **(error or {}))
-            truncated = []
-            if self.capture is not None:
-                result.stdout = event["stdout"] = self.capture.stdout.getvalue()
-                result.stderr = event["stderr"] = self.capture.stderr.getvalue()
-                truncated += [n for n in ("stdout", "stderr")
-                              if getattr(self.capture, n).truncated]
-            code = self.runner._snippet(self.job) if snippet else None
-            if code is not None:
-                event.update(codeSnippet=code, codeLanguage="python")
-            fields = ("errorMessage", "errorStack", "codeSnippet")
-            truncated += clip_fields(event, fields, self.runner.max_output_bytes)
-            if truncated:
-                event["metadata"] = {"truncated": truncated}
-            self.runner.client.send(event)
-        except Exception as exc:  # recording must never break the run it records
-            self.runner.log.error("chronos: could not record run %s: %r", self.exec_id, exc)
-        return result
-
-
-class Tracked:
-    """A run of code that the caller executes itself; see :meth:`ChronosRunner.track`."""
-
-    def __init__(self, runner: ChronosRunner, job_id: str, trigger_id: str | None) -> None:
-        self.runner = runner
-        self.job_id = job_id
-        self.trigger_id = trigger_id
-        self.result: RunResult | None = None
-        self._run: _Run | None = None
-
-    @property
-    def exec_id(self) -> str | None:
-        return self._run.exec_id if self._run else None
-
-    def __enter__(self) -> Tracked:
-        try:
-            job = self.runner._jobs.get(self.job_id) or _Job(self.job_id, None)
-            self._run = _Run(self.runner, job, trigger_id=self.trigger_id, attempt=1)
-            self._run.start()
-        except Exception as exc:
-            self.runner.log.error("chronos: could not start tracking %s: %r", self.job_id, exc)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if self._run is not None:
-            self.result = self._run.succeed(None) if exc is None else self._run.fail(exc)
-        return False
-
-    async def __aenter__(self) -> Tracked:
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        return self.__exit__(exc_type, exc, tb)
-
-
 async def _cancel(task: asyncio.Future[Any], grace: float = 1.0) -> None:
     """Cancel a timed-out handler and give it ``grace`` seconds to unwind."""
     task.cancel()
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     await asyncio.wait({task}, timeout=grace)
-
-
-def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
 
 
 def _run_at(value: datetime | str | float | None) -> str | int | None:

@@ -106,7 +106,8 @@ class _Reporter:
                     continue
                 labels[key] = value
             client = ChronosClient(opts.api_key, opts.endpoint, spool_dir=opts.spool_dir,
-                                   flush_interval=0.2, timeout=min(10.0, opts.flush_timeout))
+                                   flush_interval=0.2,
+                                   timeout=min(10.0, max(0.5, opts.flush_timeout)))
             event = base_event(uuid.uuid4().hex, opts.job_id, "running", time.time(),
                                host=hostname(), app_version=detect_app_version(),
                                trigger_id=opts.trigger_id, labels=labels)
@@ -207,7 +208,9 @@ def _execute(command: list[str], reporter: _Reporter | None, max_bytes: int) -> 
         print(f"chronos-run: {command[0]}: {exc.strerror or exc}", file=sys.stderr, flush=True)
         err.write(f"{command[0]}: {exc.strerror or exc}\n")
         if reporter:
-            reporter.finished(code, out, err, error_fields(exc), command)
+            error = error_fields(exc)
+            del error["errorStack"]  # the wrapper's own frames say nothing about the command
+            reporter.finished(code, out, err, error, command)
         return code
     forwarder.attach(proc)
     assert proc.stdout is not None and proc.stderr is not None
