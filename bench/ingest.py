@@ -143,7 +143,8 @@ def measure_single_wrk(port: int, key: str, seconds: int, connections: int) -> t
     line = next(x for x in out.splitlines() if x.startswith("WRK "))
     requests, duration_us, bad, p99_us = (int(v) for v in line.split()[1:])
     assert bad == 0, f"{bad} non-2xx answers"
-    return requests / (duration_us / 1e6), f"wrk, {connections} connections, p99 {p99_us / 1000:.1f} ms"
+    how = f"wrk, {connections} connections, p99 {p99_us / 1000:.1f} ms"
+    return requests / (duration_us / 1e6), how
 
 
 def measure_single_python(port: int, key: str, seconds: int, threads: int) -> tuple[float, str]:
@@ -205,8 +206,10 @@ def main() -> None:
         print(f"(a) ceiling: {ceiling:>9,.0f} executions/s  (write_executions, batches of {BATCH})")
 
         port = free_port()
-        env = dict(os.environ, CHRONOS_BACKEND_URL=url, CHRONOS_KEY_PREFIX=prefix,
-                   CHRONOS_DATA_DIR=str(root / "instance"), CHRONOS_INGEST_RATE_PER_MINUTE="0")  # fmt: skip
+        env = dict(
+            os.environ, CHRONOS_BACKEND_URL=url, CHRONOS_KEY_PREFIX=prefix,
+            CHRONOS_DATA_DIR=str(root / "instance"), CHRONOS_INGEST_RATE_PER_MINUTE="0",
+        )  # fmt: skip
         gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(args.workers),
              "--threads", str(args.threads), "-b", f"127.0.0.1:{port}", "--log-level",
