@@ -118,6 +118,44 @@ def create_api_key(username: str, name: str, scopes: tuple[str, ...]) -> None:
     click.echo(new.plaintext)
 
 
+@chronos_cli.command("list-api-keys")
+@click.option("--user", "username", required=True, help="Any user of the tenant.")
+def list_api_keys(username: str) -> None:
+    """List the tenant's API keys (never their secrets)."""
+    backend = get_state().backend()
+    try:
+        user = backend.get_user(username)
+        if user is None:
+            raise click.ClickException(f"no user {username!r}")
+        keys = backend.list_api_keys(user.tenant_id)
+    except ChronosError as exc:
+        raise _fail(exc) from exc
+    for key in keys:
+        state = f"revoked {to_iso(key.revoked_at)}" if key.revoked_at else "active"
+        used = to_iso(key.last_used_at) if key.last_used_at else "never used"
+        click.echo(f"{key.key_id}  {','.join(key.scopes):<18} {state:<34} last used {used}"
+                   f"  created {to_iso(key.created_at)} by {key.username}  {key.name}")  # fmt: skip
+
+
+@chronos_cli.command("revoke-api-key")
+@click.argument("key_id")
+@click.option("--user", "username", required=True, help="Any user of the key's tenant.")
+def revoke_api_key(key_id: str, username: str) -> None:
+    """Revoke a key by its id (the part after ``chr_``). Every worker refuses it within
+    CHRONOS_API_KEY_CACHE_SECONDS."""
+    backend = get_state().backend()
+    try:
+        user = backend.get_user(username)
+        if user is None:
+            raise click.ClickException(f"no user {username!r}")
+        revoked = backend.revoke_api_key(user.tenant_id, key_id, now_ms())
+    except ChronosError as exc:
+        raise _fail(exc) from exc
+    if not revoked:
+        raise click.ClickException(f"no active key {key_id!r} in tenant {user.tenant_id!r}")
+    click.echo(f"revoked {key_id}")
+
+
 @chronos_cli.command("embedded")
 @click.argument("action", type=click.Choice(["status", "start", "stop"]))
 def embedded_cmd(action: str) -> None:

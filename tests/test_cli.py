@@ -120,3 +120,35 @@ def test_embedded_status_when_not_running(tmp_path: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 1
     assert "not running" in result.output
     assert not (tmp_path / "instance" / "redis" / "server.json").exists()
+
+
+def test_user_and_key_lifecycle(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    made = runner.invoke(args=["chronos", "create-user", "alice", "--password-stdin"],
+                         input="correct horse battery\n")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    again = runner.invoke(args=["chronos", "create-user", "alice", "--password-stdin"],
+                          input="correct horse battery\n")  # fmt: skip
+    assert again.exit_code != 0 and "exists" in again.output
+    short = runner.invoke(args=["chronos", "create-user", "bob", "--password-stdin"], input="x\n")
+    assert short.exit_code != 0 and "8 characters" in short.output
+
+    created = runner.invoke(args=["chronos", "create-api-key", "--user", "alice", "--name",
+                                  "billing", "--scope", "ingest", "--scope", "read"])  # fmt: skip
+    assert created.exit_code == 0, created.output
+    key = created.output.strip().splitlines()[-1]
+    assert key.startswith("chr_") and " " not in key
+    key_id = key.split("_")[1]
+    backend = get_state(app).backend()
+    record = backend.get_api_key(key_id)
+    assert record is not None and record.scopes == ("ingest", "read")
+    assert key.split("_", 2)[2] not in str(record)  # only the hash is stored
+
+    listed = runner.invoke(args=["chronos", "list-api-keys", "--user", "alice"])
+    assert key_id in listed.output and "active" in listed.output and key not in listed.output
+    revoked = runner.invoke(args=["chronos", "revoke-api-key", key_id, "--user", "alice"])
+    assert revoked.exit_code == 0 and backend.get_api_key(key_id).revoked_at is not None
+    twice = runner.invoke(args=["chronos", "revoke-api-key", key_id, "--user", "alice"])
+    assert twice.exit_code != 0 and "no active key" in twice.output
+    nobody = runner.invoke(args=["chronos", "create-api-key", "--user", "nobody"])
+    assert nobody.exit_code != 0 and "no user" in nobody.output
