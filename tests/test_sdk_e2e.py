@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chronos_sdk import ChronosClient, ChronosRunner
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -22,7 +23,6 @@ from chronos.embedded import free_port
 from chronos.extension import get_state
 from chronos.models import ExecutionQuery
 from chronos.timeutil import now_ms
-from chronos_sdk import ChronosClient, ChronosRunner
 
 OUTAGE_SECONDS = 20
 
