@@ -67,6 +67,9 @@ class JobState:
     last_duration_ms: int | None = None
     last_success_at: int | None = None
     last_failure_at: int | None = None
+    #: The scanner's most recent trigger of the job.
+    last_trigger_id: str | None = None
+    last_fired_at: int | None = None
 
 
 @dataclass(slots=True)
@@ -187,6 +190,43 @@ class MetricBucket:
     @property
     def duration_avg_ms(self) -> float | None:
         return self.duration_sum_ms / self.duration_count if self.duration_count else None
+
+
+TriggerStatus = Literal["scheduled", "delivered", "missed"]
+
+
+@dataclass(slots=True)
+class Trigger:
+    """One scheduled instant of a job, fired by the scanner.
+
+    ``status`` is ``scheduled`` when fired, ``delivered`` once a runner acknowledged it, and
+    ``missed`` when no execution carrying ``trigger_id`` started within the job's grace.
+    Whether it started and finished is read from the executions that carry its id.
+    """
+
+    tenant_id: str
+    job_id: str
+    trigger_id: str
+    scheduled_for: int
+    fired_at: int
+    #: When the grace ends: with no execution started by then, the instant is missed.
+    deadline: int
+    status: str = "scheduled"
+    runner: str | None = None
+    delivered_at: int | None = None
+    deliveries: int = 0
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A trigger handed to one runner; ``ref`` identifies it for the acknowledgement."""
+
+    tenant_id: str
+    job_id: str
+    trigger_id: str
+    scheduled_for: int
+    deliveries: int
+    ref: str
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from chronos.models import (
     ApiKey,
+    Delivery,
     Event,
     Execution,
     ExecutionQuery,
@@ -27,6 +28,7 @@ from chronos.models import (
     JobQuery,
     MetricBucket,
     Page,
+    Trigger,
     User,
     WriteOutcome,
 )
@@ -266,6 +268,68 @@ class SchedulerStore(abc.ABC):
         """
 
 
+class TriggerStore(abc.ABC):
+    """Trigger delivery to runners, and the deadlines the scanner enforces.
+
+    Triggers of a ``(tenant, job)`` form a queue with consumer-group semantics: each trigger
+    is handed to exactly one runner at a time, stays pending until acknowledged, and can be
+    claimed by another runner once it has waited unacknowledged for a while.
+    """
+
+    @abc.abstractmethod
+    def advance_fire(self, tenant_id: str, job_id: str, expected: int, new: int | None) -> bool:
+        """Move the job's next fire time from ``expected`` to ``new`` (``None`` removes it),
+        only if it is still ``expected``; True if this call moved it. Atomic."""
+
+    @abc.abstractmethod
+    def enqueue_trigger(self, trigger: Trigger) -> None:
+        """Queue a fired trigger for the job's runners, record it (see ``list_triggers``),
+        note it in the job's state (``last_trigger_id``, ``last_fired_at``) if the job exists,
+        and register its grace deadline (see ``due_deadlines``). Idempotent on
+        ``(tenant_id, trigger_id)``: a second call changes nothing."""
+
+    @abc.abstractmethod
+    def read_triggers(
+        self, tenant_id: str, job_ids: Sequence[str], runner: str, count: int, block_ms: int
+    ) -> list[Delivery]:
+        """Up to ``count`` triggers of those jobs never handed to any runner, oldest first,
+        now handed to ``runner``; waits up to ``block_ms`` (0: do not wait) for one."""
+
+    @abc.abstractmethod
+    def claim_stale_triggers(
+        self, tenant_id: str, job_ids: Sequence[str], runner: str, min_idle_ms: int, count: int
+    ) -> list[Delivery]:
+        """Triggers of those jobs handed out at least ``min_idle_ms`` ago and not acknowledged,
+        now handed to ``runner`` (their ``deliveries`` grows by one)."""
+
+    @abc.abstractmethod
+    def ack_trigger(self, delivery: Delivery, runner: str, now: int) -> bool:
+        """Acknowledge a delivery: it is never handed out again, and the trigger's record
+        becomes ``delivered`` (by ``runner`` at ``now``). False if it was not pending."""
+
+    @abc.abstractmethod
+    def due_deadlines(self, now: int, limit: int) -> list[Trigger]:
+        """Up to ``limit`` triggers whose grace deadline is ``<= now`` and not yet settled,
+        earliest first."""
+
+    @abc.abstractmethod
+    def settle_trigger(self, trigger: Trigger, missed: bool) -> None:
+        """Take the trigger off the deadline list. With ``missed``, also mark its record
+        ``missed`` and withdraw it from the runners' queue so that it never runs late."""
+
+    @abc.abstractmethod
+    def list_triggers(self, tenant_id: str, job_id: str, limit: int) -> list[Trigger]:
+        """The job's most recent triggers, newest ``scheduled_for`` first (at most the last
+        100 are kept per job)."""
+
+    @abc.abstractmethod
+    def due_timeouts(self, now: int, limit: int) -> list[tuple[str, str, int]]:
+        """Up to ``limit`` ``(tenant_id, exec_id, deadline)`` of ``running`` executions whose
+        job's ``max_runtime_seconds`` has run out by ``now``, earliest first. A running
+        execution is registered here when it is written and its job has a max runtime; it
+        leaves when a terminal status for it is written."""
+
+
 class RateLimiter(abc.ABC):
     """Fixed-window counters shared by every process of the installation."""
 
@@ -279,7 +343,14 @@ class RateLimiter(abc.ABC):
 
 
 class Backend(
-    AccountStore, JobStore, ExecutionStore, MetricsStore, EventBus, SchedulerStore, RateLimiter
+    AccountStore,
+    JobStore,
+    ExecutionStore,
+    MetricsStore,
+    EventBus,
+    SchedulerStore,
+    TriggerStore,
+    RateLimiter,
 ):
     """A complete storage backend. Implementations register under the ``chronos.backends``
     entry-point group, one entry per URL scheme they serve."""

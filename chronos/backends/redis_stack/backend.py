@@ -14,13 +14,14 @@ from chronos.backends.redis_stack.executions import RedisExecutions
 from chronos.backends.redis_stack.jobs import RedisJobs
 from chronos.backends.redis_stack.metrics import RedisMetrics
 from chronos.backends.redis_stack.realtime import RedisRealtime
+from chronos.backends.redis_stack.triggers import RedisTriggers
 
 #: Modules Chronos needs, by the names ``MODULE LIST`` reports.
 REQUIRED_MODULES = ("ReJSON", "search", "timeseries", "bf")
 
 
 class RedisStackBackend(
-    RedisAccounts, RedisJobs, RedisExecutions, RedisMetrics, RedisRealtime, Backend
+    RedisAccounts, RedisJobs, RedisExecutions, RedisMetrics, RedisRealtime, RedisTriggers, Backend
 ):
     """Serves ``redis://``, ``rediss://`` and ``unix://`` URLs."""
 

@@ -82,7 +82,8 @@ class LazyClient:
             # Brief: a dead Redis must turn into a quick 503, not requests hanging on retries.
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-            max_connections=64,
+            # Runner websockets each hold a connection while they wait for triggers.
+            max_connections=1024,
         )
         if not self._url.startswith("unix://"):
             kwargs["socket_keepalive"] = True

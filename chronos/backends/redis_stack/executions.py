@@ -80,6 +80,7 @@ class RedisExecutions(RedisCore, ExecutionStore):
             *k.all_series(t, job),
             k.sketch(t, None, "h", hour), k.sketch(t, None, "d", day),
             k.sketch(t, job, "h", hour), k.sketch(t, job, "d", day),
+            k.timeouts(),
         ]  # fmt: skip
         args = [
             docs.dumps(docs.execution_to_doc(ex)),
@@ -100,6 +101,7 @@ class RedisExecutions(RedisCore, ExecutionStore):
             "" if ex.finished_at is None else str(ex.finished_at),
             ex.exec_id,
             str(ex.finished_at if ex.finished_at is not None else ex.started_at),
+            k.pair(t, ex.exec_id),
         ]
         return keys, args
 

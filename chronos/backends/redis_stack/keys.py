@@ -131,6 +131,37 @@ class Keys:
         tenant, _, job = member.partition(":")
         return dec(tenant), dec(job)
 
+    def trigger_stream(self, tenant_id: str, job_id: str) -> str:
+        """Stream of a job's fired triggers; its consumer group ``runners`` hands each one to
+        one runner."""
+        return f"{self.prefix}triggers:{enc(tenant_id)}:{enc(job_id)}"
+
+    def trigger(self, tenant_id: str, trigger_id: str) -> str:
+        """The lifecycle record of one trigger (JSON)."""
+        return f"{self.prefix}trigger:{enc(tenant_id)}:{enc(trigger_id)}"
+
+    def job_triggers(self, tenant_id: str, job_id: str) -> str:
+        """Sorted set of a job's recent trigger ids by scheduled instant."""
+        return f"{self.prefix}jobtriggers:{enc(tenant_id)}:{enc(job_id)}"
+
+    def deadlines(self) -> str:
+        """Sorted set of fired triggers awaiting a start, by grace deadline (all tenants)."""
+        return f"{self.prefix}deadlines"
+
+    def timeouts(self) -> str:
+        """Sorted set of running executions by max-runtime deadline (all tenants)."""
+        return f"{self.prefix}timeouts"
+
+    @staticmethod
+    def pair(tenant_id: str, item_id: str) -> str:
+        """A ``tenant:id`` member of the cross-tenant sorted sets above."""
+        return f"{enc(tenant_id)}:{enc(item_id)}"
+
+    @staticmethod
+    def parse_pair(member: str) -> tuple[str, str]:
+        tenant, _, item = member.partition(":")
+        return dec(tenant), dec(item)
+
     def claim(self, tenant_id: str, job_id: str, instant: int) -> str:
         return f"{self.prefix}claim:{enc(tenant_id)}:{enc(job_id)}:{instant}"
 

@@ -36,7 +36,8 @@ return 'created'
 # ARGV[11] raw retention ms, ARGV[12] compaction retention ms, ARGV[13] hourly sketch
 # expire-at ms (0 = skip), ARGV[14] daily sketch expire-at ms (0 = skip), ARGV[15] started_at,
 # ARGV[16] finished_at or '', ARGV[17] exec id, ARGV[18] the time the run counts as a
-# success or failure (finished, else started; ms).
+# success or failure (finished, else started; ms), ARGV[19] the execution's member in the
+# timeouts set. KEYS[38] the timeouts set.
 # Returns 'created', 'updated' or 'duplicate'.
 WRITE_EXECUTION = """
 local outcome = 'created'
@@ -47,6 +48,16 @@ if prev then
 end
 redis.call('JSON.SET', KEYS[1], '$', ARGV[1])
 if tonumber(ARGV[8]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[8]) end
+
+-- A running execution of a job with a max runtime gets a deadline; a final status clears it.
+if ARGV[3] == '1' then
+  if outcome == 'updated' then redis.call('ZREM', KEYS[38], ARGV[19]) end
+elseif redis.call('EXISTS', KEYS[2]) == 1 then
+  local limit = cjson.decode(redis.call('JSON.GET', KEYS[2], '$.max_runtime_seconds'))[1]
+  if limit ~= nil and limit ~= cjson.null then
+    redis.call('ZADD', KEYS[38], tonumber(ARGV[15]) + limit * 1000, ARGV[19])
+  end
+end
 
 if ARGV[3] == '1' and ARGV[4] ~= '' then
   local values = {1, tonumber(ARGV[5]), tonumber(ARGV[6]), 0, 0}
@@ -137,4 +148,29 @@ if low ~= 'nan' and low == high then
 end
 if #present > 1 then redis.call('DEL', KEYS[1]) end
 return result
+"""
+
+# KEYS[1] trigger record, KEYS[2] trigger stream, KEYS[3] the job's trigger list,
+# KEYS[4] deadlines set, KEYS[5] job document, KEYS[6] job state.
+# ARGV[1] record JSON, ARGV[2] trigger id, ARGV[3] scheduled for (ms), ARGV[4] deadline (ms),
+# ARGV[5] deadlines member, ARGV[6] fired at (ms), ARGV[7] record TTL ms, ARGV[8] payload.
+# Returns 1 if queued now, 0 if this trigger was queued before.
+ENQUEUE_TRIGGER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.pcall('XGROUP', 'CREATE', KEYS[2], 'runners', '0', 'MKSTREAM')  -- exists: fine
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'p', ARGV[8])
+redis.call('JSON.SET', KEYS[1], '$', ARGV[1])
+redis.call('JSON.SET', KEYS[1], '$.ref', cjson.encode(id))
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -101)
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  local stored = redis.call('JSON.GET', KEYS[6], '$')
+  local state = stored and cjson.decode(stored)[1] or {}
+  state['last_trigger_id'] = ARGV[2]
+  state['last_fired_at'] = tonumber(ARGV[6])
+  redis.call('JSON.SET', KEYS[6], '$', cjson.encode(state))
+end
+return 1
 """
