@@ -171,6 +171,7 @@ class ExecutionQuery:
     until: int | None = None
     job_version: str | None = None
     host: str | None = None
+    trigger_id: str | None = None
     limit: int = 50
     cursor: str | None = None
 

@@ -111,6 +111,11 @@ class JobStore(abc.ABC):
     def get_job(self, tenant_id: str, job_id: str) -> Job | None:
         """The job with exactly this id in this tenant, or ``None``."""
 
+    def get_jobs(self, refs: Sequence[tuple[str, str]]) -> list[Job | None]:
+        """``get_job`` for each ``(tenant_id, job_id)``, in one go where the backend can batch.
+        For the scheduler, which works across tenants; each job still comes from its own."""
+        return [self.get_job(tenant_id, job_id) for tenant_id, job_id in refs]
+
     @abc.abstractmethod
     def list_jobs(self, tenant_id: str, query: JobQuery) -> Page[Job]:
         """The tenant's jobs matching ``query``, in registration order (``seq`` ascending).
@@ -167,10 +172,11 @@ class ExecutionStore(abc.ABC):
     def search_executions(self, tenant_id: str, query: ExecutionQuery) -> Page[Execution]:
         """The tenant's executions matching every given filter, newest ``started_at`` first.
 
-        ``job_id``, ``status``, ``job_version`` and ``host`` match exactly; ``since``/``until``
-        bound ``started_at`` as ``[since, until)``; ``text`` matches records containing every
-        word (run of letters and digits) of it in the error type, message, stack, stdout or
-        stderr, literally; a ``text`` without any word matches nothing. ``limit`` is 1..1000.
+        ``job_id``, ``status``, ``job_version``, ``host`` and ``trigger_id`` match exactly;
+        ``since``/``until`` bound ``started_at`` as ``[since, until)``; ``text`` matches records
+        containing every word (run of letters and digits) of it in the error type, message,
+        stack, stdout or stderr, literally; a ``text`` without any word matches nothing.
+        ``limit`` is 1..1000.
         Pages follow ``next_cursor``; a bad cursor raises ``ValidationError``.
         """
 
@@ -257,6 +263,13 @@ class SchedulerStore(abc.ABC):
         Costs O(log n + limit) for n indexed jobs.
         """
 
+    def claim_triggers(
+        self, items: Sequence[tuple[str, str, int]], owner: str, ttl_ms: int
+    ) -> list[bool]:
+        """``claim_trigger`` for each ``(tenant_id, job_id, instant)``, in one go where the
+        backend can batch."""
+        return [self.claim_trigger(t, j, i, owner, ttl_ms) for t, j, i in items]
+
     @abc.abstractmethod
     def claim_trigger(
         self, tenant_id: str, job_id: str, instant: int, owner: str, ttl_ms: int
@@ -280,6 +293,16 @@ class TriggerStore(abc.ABC):
     def advance_fire(self, tenant_id: str, job_id: str, expected: int, new: int | None) -> bool:
         """Move the job's next fire time from ``expected`` to ``new`` (``None`` removes it),
         only if it is still ``expected``; True if this call moved it. Atomic."""
+
+    def advance_fires(self, items: Sequence[tuple[str, str, int, int | None]]) -> list[bool]:
+        """``advance_fire`` for each ``(tenant_id, job_id, expected, new)``, in one go where the
+        backend can batch."""
+        return [self.advance_fire(*item) for item in items]
+
+    def enqueue_triggers(self, triggers: Sequence[Trigger]) -> None:
+        """``enqueue_trigger`` for each, in one go where the backend can batch."""
+        for trigger in triggers:
+            self.enqueue_trigger(trigger)
 
     @abc.abstractmethod
     def enqueue_trigger(self, trigger: Trigger) -> None:

@@ -128,6 +128,8 @@ class RedisExecutions(RedisCore, ExecutionStore):
             q.tag("version", enc(query.job_version))
         if query.host is not None:
             q.tag("host", enc(query.host))
+        if query.trigger_id is not None:
+            q.tag("trigger", enc(query.trigger_id))
         if query.since is not None or query.until is not None:
             q.numeric("started_at", query.since, None if query.until is None else query.until - 1)
         if before is not None:

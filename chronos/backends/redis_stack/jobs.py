@@ -46,6 +46,17 @@ class RedisJobs(RedisCore, JobStore):
         doc, state = (item[0] if item else None for item in found)
         return docs.job_from_doc(doc, state) if doc else None
 
+    @translated
+    def get_jobs(self, refs: Sequence[tuple[str, str]]) -> list[Job | None]:
+        if not refs:
+            return []
+        keys = [k for t, j in refs for k in (self.keys.job(t, j), self.keys.job_state(t, j))]
+        found = self.client().json().mget(keys, "$")
+        jobs: list[Job | None] = []
+        for doc, state in zip(found[::2], found[1::2]):
+            jobs.append(docs.job_from_doc(doc[0], state[0] if state else None) if doc else None)
+        return jobs
+
     def _with_states(self, tenant_id: str, found: list[dict[str, Any]]) -> list[Job]:
         if not found:
             return []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 
 import redis
 
@@ -94,6 +95,15 @@ class RedisRealtime(RedisCore, EventBus, SchedulerStore, RateLimiter):
             self.keys.schedule(), "-inf", now, start=0, num=limit, withscores=True
         )
         return [(*self.keys.parse_schedule_member(m), int(score)) for m, score in rows]
+
+    @translated
+    def claim_triggers(
+        self, items: Sequence[tuple[str, str, int]], owner: str, ttl_ms: int
+    ) -> list[bool]:
+        pipe = self.client().pipeline(transaction=False)
+        for tenant_id, job_id, instant in items:
+            pipe.set(self.keys.claim(tenant_id, job_id, instant), owner, nx=True, px=ttl_ms)
+        return [bool(won) for won in pipe.execute()] if items else []
 
     @translated
     def claim_trigger(

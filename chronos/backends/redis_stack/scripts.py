@@ -51,7 +51,7 @@ if tonumber(ARGV[8]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[8]) end
 
 -- A running execution of a job with a max runtime gets a deadline; a final status clears it.
 if ARGV[3] == '1' then
-  if outcome == 'updated' then redis.call('ZREM', KEYS[38], ARGV[19]) end
+  redis.call('ZREM', KEYS[38], ARGV[19])
 elseif redis.call('EXISTS', KEYS[2]) == 1 then
   local limit = cjson.decode(redis.call('JSON.GET', KEYS[2], '$.max_runtime_seconds'))[1]
   if limit ~= nil and limit ~= cjson.null then
@@ -172,5 +172,14 @@ if redis.call('EXISTS', KEYS[5]) == 1 then
   state['last_fired_at'] = tonumber(ARGV[6])
   redis.call('JSON.SET', KEYS[6], '$', cjson.encode(state))
 end
+return 1
+"""
+
+# KEYS[1] the schedule. ARGV[1] member, ARGV[2] expected score, ARGV[3] new score or ''.
+ADVANCE_FIRE = """
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1])
+else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
 return 1
 """

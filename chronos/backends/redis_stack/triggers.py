@@ -34,30 +34,41 @@ def _trigger(doc: dict[str, Any]) -> Trigger:
 class RedisTriggers(RedisCore, TriggerStore):
     @translated
     def advance_fire(self, tenant_id: str, job_id: str, expected: int, new: int | None) -> bool:
-        moved = self.client().eval(
-            "local s = redis.call('ZSCORE', KEYS[1], ARGV[1]) "
-            "if not s or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end "
-            "if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1]) "
-            "else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end return 1",
-            1, self.keys.schedule(), self.keys.schedule_member(tenant_id, job_id), expected,
-            "" if new is None else new,
-        )  # fmt: skip
-        return bool(moved)
+        return self.advance_fires([(tenant_id, job_id, expected, new)])[0]
+
+    @translated
+    def advance_fires(self, items: Sequence[tuple[str, str, int, int | None]]) -> list[bool]:
+        calls: list[tuple[list[str], list[Any]]] = [
+            ([self.keys.schedule()],
+             [self.keys.schedule_member(t, j), expected, "" if new is None else new])
+            for t, j, expected, new in items
+        ]  # fmt: skip
+        return [bool(moved) for moved in self.run_scripts("ADVANCE_FIRE", calls)] if calls else []
 
     @translated
     def enqueue_trigger(self, trigger: Trigger) -> None:
-        k, t = self.keys, trigger.tenant_id
-        record = {f: getattr(trigger, f) for f in _TRIGGER_FIELDS}
-        payload = {"jobId": trigger.job_id, "triggerId": trigger.trigger_id,
-                   "scheduledFor": trigger.scheduled_for}  # fmt: skip
+        self.enqueue_triggers([trigger])
+
+    @translated
+    def enqueue_triggers(self, triggers: Sequence[Trigger]) -> None:
+        if not triggers:
+            return
         ttl = max(self.options.execution_ttl_ms or 0, _MIN_RECORD_TTL_MS)
-        self.run_scripts("ENQUEUE_TRIGGER", [(
-            [k.trigger(t, trigger.trigger_id), k.trigger_stream(t, trigger.job_id),
-             k.job_triggers(t, trigger.job_id), k.deadlines(), k.job(t, trigger.job_id),
-             k.job_state(t, trigger.job_id)],
-            [docs.dumps(record), trigger.trigger_id, trigger.scheduled_for, trigger.deadline,
-             k.pair(t, trigger.trigger_id), trigger.fired_at, ttl, docs.dumps(payload)],
-        )])  # fmt: skip
+        calls: list[tuple[list[str], list[Any]]] = []
+        for trigger in triggers:
+            k, t = self.keys, trigger.tenant_id
+            record = {f: getattr(trigger, f) for f in _TRIGGER_FIELDS}
+            payload = {"jobId": trigger.job_id, "triggerId": trigger.trigger_id,
+                       "scheduledFor": trigger.scheduled_for}  # fmt: skip
+            calls.append((
+                [k.trigger(t, trigger.trigger_id), k.trigger_stream(t, trigger.job_id),
+                 k.job_triggers(t, trigger.job_id), k.deadlines(), k.job(t, trigger.job_id),
+                 k.job_state(t, trigger.job_id)],
+                [docs.dumps(record), trigger.trigger_id, trigger.scheduled_for,
+                 trigger.deadline, k.pair(t, trigger.trigger_id), trigger.fired_at, ttl,
+                 docs.dumps(payload)],
+            ))  # fmt: skip
+        self.run_scripts("ENQUEUE_TRIGGER", calls)
 
     def _ensure_groups(self, streams: list[str]) -> None:
         pipe = self.client().pipeline(transaction=False)
