@@ -18,7 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ``test_config`` on top. No network I/O happens here: the backend connects on first use.
     """
     from chronos import config, http_errors
-    from chronos.blueprints import api, health, ingest
+    from chronos.blueprints import api, health, ingest, sockets
     from chronos.cli import chronos_cli
     from chronos.extension import Chronos
 
@@ -40,5 +40,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(ingest.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(sockets.bp)
     app.cli.add_command(chronos_cli)
     return app

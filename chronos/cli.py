@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from chronos.backends import load_backend
 from chronos.errors import ChronosError
 from chronos.extension import get_state
 from chronos.models import SCOPES, User
+from chronos.scheduler.service import ScannerService
 from chronos.timeutil import now_ms, to_iso
 
 chronos_cli = AppGroup("chronos", help="Administer Chronos: indices, migrations, the server.")
@@ -66,6 +68,7 @@ def migrate(show_status: bool) -> None:
     backend.close()
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
@@ -180,13 +183,30 @@ def embedded_cmd(action: str) -> None:
         raise _fail(exc) from exc
 
 
+@chronos_cli.command("scheduler")
+def scheduler_cmd() -> None:
+    """Run the cron scanner in this process until interrupted.
+
+    Safe to run several (on several hosts, too): each job instant fires once. `chronos serve`
+    starts one next to the web workers unless given --no-scheduler.
+    """
+    state = get_state()
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    interval_s = state.config["CHRONOS_SCAN_INTERVAL_MS"] / 1000
+    service = ScannerService(state.backend, state.scan_settings(), interval_s=interval_s)
+    click.echo(f"scanner {service.owner} ticking every {service.interval_s:.2f} s")
+    service.run_forever()
+
+
 @chronos_cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
               help="Threads per worker (websockets hold one each).")  # fmt: skip
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+@click.option("--no-scheduler", is_flag=True,
+              help="Do not start the cron scanner (run it with `chronos scheduler`).")  # fmt: skip
+def serve(host: str, port: int, workers: int, threads: int, no_scheduler: bool) -> None:
     """Run the server under gunicorn with threaded workers.
 
     Without CHRONOS_BACKEND_URL, starts (or reuses) the embedded Redis Stack first and stops
@@ -217,21 +237,38 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         "--access-logfile", "-", "chronos:create_app()",
     ]  # fmt: skip
     click.echo(f"serving on http://{host}:{port}")
-    code = _run_forwarding_signals(command, env)
+    scanner = None
+    if not no_scheduler:
+        scanner = subprocess.Popen([sys.executable, "-m", "chronos.cli", "scheduler"], env=env)
+    code = _run_forwarding_signals(command, env, scanner)
     if started_embedded:
         embedded.shutdown(Path(state.data_dir))
     sys.exit(code)
 
 
-def _run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
+def _run_forwarding_signals(command: list[str], env: dict[str, str],
+                            companion: subprocess.Popen[bytes] | None) -> int:  # fmt: skip
+    """Run gunicorn, forwarding signals to it and to the companion (the scanner), and stop
+    the companion when gunicorn exits."""
     process = subprocess.Popen(command, env=env)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        process.send_signal(signum)
+        for child in (process, companion):
+            if child is not None and child.poll() is None:
+                child.send_signal(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
-    return process.wait()
+    code = process.wait()
+    if companion is not None:
+        if companion.poll() is None:
+            companion.terminate()
+        try:
+            companion.wait(15)
+        except subprocess.TimeoutExpired:
+            companion.kill()
+            companion.wait()
+    return code
 
 
 def _create_app() -> object:
@@ -252,3 +289,7 @@ main = FlaskGroup(
 )
 for _command in chronos_cli.commands.values():
     main.add_command(_command)
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
+from croniter import croniter
 
 from chronos.models import Job
 
@@ -48,6 +48,11 @@ _FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
            "September", "October", "November", "December")  # fmt: skip
+#: Cron's tokens for days (0 and 7 are Sunday) and months (1 is January), to English names.
+_DAY_TOKENS = (
+    {str(i): d for i, d in enumerate(_DAYS)} | {"7": "Sunday"} | {d[:3].lower(): d for d in _DAYS}
+)
+_MONTH_TOKENS = {str(i): m for i, m in enumerate(_MONTHS, 1)} | {m[:3].lower(): m for m in _MONTHS}
 
 
 def validate(expr: str) -> None:
@@ -73,7 +78,11 @@ def next_fire(expr: str, timezone: str, after: int) -> int:
     """
     validate(expr)
     zone = _zone(timezone)
-    walls = croniter(expr, _search_start(after, zone), second_at_beginning=len(expr.split()) == 6)
+    try:
+        start = _search_start(after, zone)
+    except OverflowError:
+        raise ValueError(f"after={after} ms is outside the years 1 to 9999") from None
+    walls = croniter(expr, start, second_at_beginning=len(expr.split()) == 6)
     best: int | None = None
     horizon: datetime | None = None
     try:
@@ -90,7 +99,7 @@ def next_fire(expr: str, timezone: str, after: int) -> int:
                 best, horizon = fire, wall + _gap(wall, zone)
             else:
                 best = min(best, fire)
-    except (CroniterError, OverflowError) as exc:
+    except (ValueError, OverflowError) as exc:  # CroniterBadDateError is a ValueError
         if best is None:
             raise ValueError(f"{expr!r} never fires after {_iso(after)}") from exc
     if best is None:
@@ -216,40 +225,28 @@ def _describe_five(parts: list[str]) -> str | None:
         if minute.isdigit():
             return f"at minute {int(minute)} of every hour"
         return None
-    if [dom, month, dow] == ["*"] * 3 and minute.isdigit() and (step := _step(hour)):
-        return f"at minute {int(minute)} of every {step} hours" if step > 1 else None
+    if [dom, month, dow] == ["*"] * 3 and minute.isdigit() and (_step(hour) or 0) > 1:
+        return f"every {_step(hour)} hours, at minute {int(minute)}"
     if not (minute.isdigit() and hour.isdigit()):
         return None
     time = f"at {int(hour):02d}:{int(minute):02d}"
     if [dom, month, dow] == ["*"] * 3:
         return f"{time} every day"
-    if dom == "*" and month == "*" and (days := _names(dow, _DAYS, 7)):
+    if dom == "*" and month == "*" and (days := _names(dow, _DAY_TOKENS)):
         return f"{time} on {days}"
     if dom.isdigit() and dow == "*":
         if month == "*":
             return f"{time} on day {int(dom)} of the month"
-        if months := _names(month, _MONTHS, 1):
+        if months := _names(month, _MONTH_TOKENS):
             return f"{time} on day {int(dom)} of {months}"
     return None
 
 
-def _names(field: str, names: tuple[str, ...], base: int) -> str | None:
-    """``MON-FRI`` as "Monday to Friday", ``JAN,JUL`` as "January and July"; else ``None``.
-
-    ``base`` is the number of the first name (1 for months); day-of-week also takes 7 for
-    Sunday, which ``% len(names)`` folds onto 0.
-    """
-
-    def one(token: str) -> str | None:
-        if token.isdigit():
-            index = (int(token) - base) % len(names) if base != 1 else int(token) - 1
-            return names[index] if 0 <= index < len(names) else None
-        matches = [n for n in names if n[:3].lower() == token.lower()]
-        return matches[0] if len(token) == 3 and matches else None
-
+def _names(field: str, names: dict[str, str]) -> str | None:
+    """``MON-FRI`` as "Monday to Friday", ``JAN,JUL`` as "January and July"; else ``None``."""
     phrases: list[str] = []
     for token in field.split(","):
-        ends = [one(end) for end in token.split("-")]
+        ends = [names.get(str(int(e)) if e.isdigit() else e.lower()) for e in token.split("-")]
         if len(ends) > 2 or None in ends:
             return None
         phrases.append(" to ".join(e for e in ends if e))

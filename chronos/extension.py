@@ -16,6 +16,8 @@ from flask import Flask, current_app
 from chronos import embedded
 from chronos.backends import Backend, BackendOptions, load_backend
 from chronos.models import ApiKey
+from chronos.realtime import LiveHub
+from chronos.scheduler.scanner import ScanSettings
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -29,6 +31,7 @@ class ChronosState:
         self._lock = threading.Lock()
         #: API key records by key id, with the monotonic time they stop being trusted.
         self.key_cache: dict[str, tuple[ApiKey, float]] = {}
+        self._live: LiveHub | None = None
 
     @property
     def embedded(self) -> bool:
@@ -66,8 +69,23 @@ class ChronosState:
                 self._backend = built
             return self._backend
 
+    def scan_settings(self) -> ScanSettings:
+        c = self.config
+        return ScanSettings(catch_up_ms=c["CHRONOS_CATCH_UP_SECONDS"] * 1000,
+                            default_grace_ms=c["CHRONOS_DEFAULT_GRACE_SECONDS"] * 1000)  # fmt: skip
+
+    def live_hub(self) -> LiveHub:
+        """This process's live-event fan-out, started on first use."""
+        with self._lock:
+            if self._live is None:
+                self._live = LiveHub(self.backend)
+            return self._live
+
     def close(self) -> None:
         with self._lock:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None

@@ -224,6 +224,9 @@ class Subscription(abc.ABC):
     def close(self) -> None:
         """Stop receiving. Idempotent."""
 
+    def ping(self) -> None:  # noqa: B027 - optional: in-process subscriptions have no link
+        """Check the link to the store; raises ``BackendUnavailable`` if it is gone."""
+
     def __enter__(self) -> Subscription:
         return self
 
@@ -251,6 +254,15 @@ class EventBus(abc.ABC):
 
 class SchedulerStore(abc.ABC):
     """What the cron scanner needs: a due-time index over all tenants and atomic claims."""
+
+    @abc.abstractmethod
+    def beat(self, name: str, data: dict[str, Any], ttl_ms: int) -> None:
+        """Record a heartbeat (JSON-able ``data``) of a background service; it lapses after
+        ``ttl_ms`` unless beaten again."""
+
+    @abc.abstractmethod
+    def last_beat(self, name: str) -> dict[str, Any] | None:
+        """The latest heartbeat of ``name`` that has not lapsed, or ``None``."""
 
     @abc.abstractmethod
     def set_next_fire(self, tenant_id: str, job_id: str, when: int | None) -> None:
@@ -350,7 +362,7 @@ class TriggerStore(abc.ABC):
         """Up to ``limit`` ``(tenant_id, exec_id, deadline)`` of ``running`` executions whose
         job's ``max_runtime_seconds`` has run out by ``now``, earliest first. A running
         execution is registered here when it is written and its job has a max runtime; it
-        leaves when a terminal status for it is written."""
+        leaves when a terminal status for it is written, or when its record has expired."""
 
 
 class RateLimiter(abc.ABC):

@@ -20,6 +20,7 @@ from chronos.backends import cursor
 from chronos.backends.base import Backend, BackendOptions, Subscription
 from chronos.backends.memory_events import MemoryHub
 from chronos.backends.memory_metrics import MetricSeries, validate_edges, validate_quantiles
+from chronos.backends.memory_triggers import MemoryTriggers, SortedIndex, TriggerQueues
 from chronos.errors import Conflict, NotFound, ValidationError
 from chronos.models import (
     FAILURE_STATUSES,
@@ -70,7 +71,7 @@ class _StoredExecution:
     expires_at: int | None
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemoryTriggers, Backend):
     """Everything in process memory; thread-safe, not shared between processes."""
 
     name = "memory"
@@ -80,9 +81,11 @@ class MemoryBackend(Backend):
     ) -> None:
         self.url = url
         self.options = options
-        #: Milliseconds now; used for execution expiry and claim lifetimes. Tests replace it.
+        #: Milliseconds now; used for execution and trigger record expiry, claim lifetimes and
+        #: how long a handed-out trigger has waited. Tests replace it.
         self.clock = clock
         self._lock = threading.RLock()
+        self._trigger_queued = threading.Condition(self._lock)
         self._hub = MemoryHub()
         self._users: dict[str, User] = {}
         self._api_keys: dict[str, ApiKey] = {}
@@ -94,6 +97,8 @@ class MemoryBackend(Backend):
         self._fire_index: list[tuple[int, str, str]] = []
         self._claims: dict[tuple[str, str, int], int] = {}
         self._rate: dict[tuple[str, int], int] = {}
+        self._triggers = TriggerQueues()
+        self._timeouts = SortedIndex()
 
     # accounts ------------------------------------------------------------------------------
     def create_user(self, user: User) -> User:
@@ -232,8 +237,14 @@ class MemoryBackend(Backend):
             expires_at=None if ttl is None else self.clock() + ttl,
         )
         if new.terminal:
+            self._timeouts.remove(new.tenant_id, new.exec_id)
             self._count(new)
             self._advance_state(new)
+        else:
+            job = self._jobs.get(new.tenant_id, {}).get(new.job_id)
+            if job is not None and job.max_runtime_seconds is not None:
+                deadline = int(new.started_at + job.max_runtime_seconds * 1000)
+                self._timeouts.set(new.tenant_id, new.exec_id, deadline)
         self._hub.publish(Event(new.tenant_id, "execution", _summary(new, outcome)))
         return outcome
 
@@ -358,6 +369,14 @@ class MemoryBackend(Backend):
             self._claims[key] = now + ttl_ms
             return True
 
+    def advance_fire(self, tenant_id: str, job_id: str, expected: int, new: int | None) -> bool:
+        with self._lock:
+            current = self._next_fire.get((tenant_id, job_id))
+            if current is None or current != expected:
+                return False
+            self.set_next_fire(tenant_id, job_id, new)
+            return True
+
     def hit(self, name: str, limit: int, window_ms: int, now: int) -> int:
         start = now - now % window_ms
         with self._lock:
@@ -379,6 +398,8 @@ class MemoryBackend(Backend):
 
     def close(self) -> None:
         self._hub.close_all()
+        with self._trigger_queued:
+            self._trigger_queued.notify_all()
 
 
 def _execution_matches(stored: _StoredExecution, query: ExecutionQuery) -> bool:

@@ -8,6 +8,7 @@ from chronos import __version__
 from chronos.errors import BackendUnavailable, ChronosError
 from chronos.extension import get_state
 from chronos.http_errors import error_response
+from chronos.scheduler.service import HEARTBEAT
 
 bp = Blueprint("health", __name__)
 
@@ -26,6 +27,12 @@ def healthz() -> Response:
     except ChronosError as exc:
         return error_response(503, exc.code, exc.message, {"status": "unavailable"}, 30)
     status = "ok" if report.get("status") == "ok" else "degraded"
-    response = jsonify({"status": status, "version": __version__, "backend": report})
+    state = get_state()
+    beat = backend.last_beat(HEARTBEAT)
+    scanner = {"state": "running", "lastTick": beat} if beat else {
+        "state": "not running", "hint": "start `chronos scheduler` (chronos serve starts one)"}
+    live = state.live_hub().report()
+    response = jsonify({"status": status, "version": __version__, "backend": report,
+                        "scanner": scanner, "live": live})  # fmt: skip
     response.status_code = 200 if status == "ok" else 503
     return response

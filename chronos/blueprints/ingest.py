@@ -17,6 +17,7 @@ from chronos.errors import BadRequest, PayloadTooLarge
 from chronos.extension import get_backend
 from chronos.ingest import build_execution, merge_job
 from chronos.models import Event
+from chronos.scheduler.planning import first_fire, needs_plan
 from chronos.schemas import ExecutionEventSchema, JobDefSchema
 from chronos.timeutil import now_ms
 
@@ -63,19 +64,23 @@ def _answer(body: dict[str, Any], ok: int, rejected: list[Any]) -> Response:
 def register_jobs() -> Response:
     tenant = principal().tenant_id
     backend, now = get_backend(), now_ms()
-    jobs, indexes, rejected = [], [], []
-    for index, item in enumerate(_items("jobs")):
+    items = _items("jobs")
+    loaded, rejected = [], []
+    for index, item in enumerate(items):
         try:
-            data = _load(_job_schema, item)
+            loaded.append((index, _load(_job_schema, item)))
         except ValidationError as exc:
             rejected.append({"index": index, "errors": exc.messages})
-            continue
-        jobs.append(merge_job(tenant, data, backend.get_job(tenant, data["id"])))
-        indexes.append(index)
-    outcomes = backend.upsert_jobs(tenant, jobs, now) if jobs else []
-    results = [{"index": i, "id": j.id, "outcome": o} for i, j, o in zip(indexes, jobs, outcomes)]
+    stored = backend.get_jobs([(tenant, data["id"]) for _, data in loaded])
+    jobs = [merge_job(tenant, data, existing) for (_, data), existing in zip(loaded, stored)]
+    outcomes = backend.upsert_jobs(tenant, jobs, now)
+    for job, existing in zip(jobs, stored):
+        if needs_plan(existing, job):  # a new or rescheduled job gets its next fire time
+            backend.set_next_fire(tenant, job.id, first_fire(job, now))
     for job, outcome in zip(jobs, outcomes):
         backend.publish(Event(tenant, "job", {"jobId": job.id, "outcome": outcome}))
+    results = [{"index": i, "id": j.id, "outcome": o}
+               for (i, _), j, o in zip(loaded, jobs, outcomes)]  # fmt: skip
     return _answer({"results": results}, len(jobs), rejected)
 
 

@@ -162,6 +162,9 @@ class Keys:
         tenant, _, item = member.partition(":")
         return dec(tenant), dec(item)
 
+    def heartbeat(self, name: str) -> str:
+        return f"{self.prefix}heartbeat:{enc(name)}"
+
     def claim(self, tenant_id: str, job_id: str, instant: int) -> str:
         return f"{self.prefix}claim:{enc(tenant_id)}:{enc(job_id)}:{instant}"
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 
@@ -53,6 +54,12 @@ class RedisSubscription(Subscription):
                 return None
         return None
 
+    def ping(self) -> None:
+        try:
+            self._pubsub.ping()
+        except redis.RedisError as exc:
+            raise translate(exc) from exc
+
     def _event(self, channel: str, data: str) -> Event | None:
         try:
             payload = json.loads(data)
@@ -80,6 +87,15 @@ class RedisRealtime(RedisCore, EventBus, SchedulerStore, RateLimiter):
     @translated
     def subscribe(self) -> Subscription:
         return RedisSubscription(self.client(), self.keys)
+
+    @translated
+    def beat(self, name: str, data: dict[str, Any], ttl_ms: int) -> None:
+        self.client().set(self.keys.heartbeat(name), json.dumps(data), px=ttl_ms)
+
+    @translated
+    def last_beat(self, name: str) -> dict[str, Any] | None:
+        raw = self.client().get(self.keys.heartbeat(name))
+        return json.loads(raw) if raw else None
 
     @translated
     def set_next_fire(self, tenant_id: str, job_id: str, when: int | None) -> None:

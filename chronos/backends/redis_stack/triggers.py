@@ -201,6 +201,17 @@ class RedisTriggers(RedisCore, TriggerStore):
 
     @translated
     def due_timeouts(self, now: int, limit: int) -> list[tuple[str, str, int]]:
-        rows = self.client().zrangebyscore(self.keys.timeouts(), "-inf", now, start=0,
-                                           num=limit, withscores=True)  # fmt: skip
-        return [(*self.keys.parse_pair(m), int(score)) for m, score in rows]
+        r = self.client()
+        rows = r.zrangebyscore(self.keys.timeouts(), "-inf", now, start=0, num=limit,
+                               withscores=True)  # fmt: skip
+        pairs = [(*self.keys.parse_pair(m), int(score)) for m, score in rows]
+        if not pairs:
+            return []
+        pipe = r.pipeline(transaction=False)
+        for tenant_id, exec_id, _ in pairs:
+            pipe.exists(self.keys.execution(tenant_id, exec_id))
+        alive = pipe.execute()
+        gone = [m for (m, _), ok in zip(rows, alive) if not ok]
+        if gone:  # the record expired while running: nothing is left to time out
+            r.zrem(self.keys.timeouts(), *gone)
+        return [p for p, ok in zip(pairs, alive) if ok]

@@ -1,0 +1,159 @@
+"""Websockets: ``/ws/runner`` hands triggers to SDK runners (see docs/runner-protocol.md) and
+``/ws/live`` pushes a tenant's live events to its dashboard clients."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import time
+import uuid
+from typing import Any
+
+from flask import Blueprint, session
+from flask_sock import Sock
+
+from chronos.auth import Principal, authenticate
+from chronos.errors import ChronosError, Forbidden, Unauthorized
+from chronos.extension import get_backend, get_state
+from chronos.models import Delivery, Event
+from chronos.timeutil import now_ms, to_iso
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("sockets", __name__)
+sock = Sock()
+
+#: A trigger not acknowledged within this time goes to another runner.
+ACK_TIMEOUT_MS = 30_000
+CLAIM_EVERY_S = 5.0
+PING_EVERY_S = 20.0
+READ_BLOCK_MS = 1000
+MAX_JOBS = 1000
+
+
+def _close_with(ws: Any, exc: ChronosError) -> None:
+    ws.send(json.dumps({"type": "error", "error": exc.message, "code": exc.code}))
+    ws.close(reason=4403 if isinstance(exc, Forbidden) else 4401, message=exc.message[:120])
+
+
+def _hello(ws: Any) -> tuple[list[str], str]:
+    raw = ws.receive(timeout=10)
+    try:
+        hello = json.loads(raw) if raw else None
+    except ValueError:
+        hello = None
+    jobs = hello.get("jobs") if isinstance(hello, dict) else None
+    if (not isinstance(hello, dict) or hello.get("type") != "hello" or not isinstance(jobs, list)
+            or not all(isinstance(j, str) and 0 < len(j) <= 256 for j in jobs)
+            or len(jobs) > MAX_JOBS):  # fmt: skip
+        raise ChronosError('expected {"type": "hello", "jobs": ["<job id>", ...]} first')
+    name = hello.get("runner") if isinstance(hello.get("runner"), str) else "runner"
+    return list(dict.fromkeys(jobs)), f"{name[:64]}-{uuid.uuid4().hex[:8]}"
+
+
+def _trigger_message(delivery: Delivery) -> str:
+    return json.dumps({"type": "job:trigger", "jobId": delivery.job_id,
+                       "triggerId": delivery.trigger_id,
+                       "scheduledFor": to_iso(delivery.scheduled_for),
+                       "delivery": delivery.deliveries})  # fmt: skip
+
+
+@sock.route("/ws/runner", bp=bp)
+def runner_socket(ws: Any) -> None:
+    try:
+        principal = authenticate("ingest")
+    except ChronosError as exc:
+        _close_with(ws, exc)
+        return
+    try:
+        jobs, runner = _hello(ws)
+    except ChronosError as exc:
+        ws.send(json.dumps({"type": "error", "error": exc.message}))
+        ws.close(reason=4400, message="bad hello")
+        return
+    ws.send(json.dumps({"type": "ready", "runner": runner}))
+    _serve_runner(ws, principal, jobs, runner)
+
+
+def _serve_runner(ws: Any, principal: Principal, jobs: list[str], runner: str) -> None:
+    backend = get_backend()
+    tenant = principal.tenant_id
+    pending: dict[str, Delivery] = {}
+    next_claim = next_ping = time.monotonic()
+    while True:
+        while (raw := ws.receive(timeout=0)) is not None:
+            _on_runner_message(raw, pending, runner, tenant)
+        deliveries = backend.read_triggers(tenant, jobs, runner, 10, READ_BLOCK_MS)
+        if time.monotonic() >= next_claim:
+            deliveries += backend.claim_stale_triggers(tenant, jobs, runner, ACK_TIMEOUT_MS, 10)
+            next_claim = time.monotonic() + CLAIM_EVERY_S
+        for delivery in deliveries:
+            pending[delivery.trigger_id] = delivery
+            ws.send(_trigger_message(delivery))
+        if time.monotonic() >= next_ping:
+            ws.send('{"type": "ping"}')
+            next_ping = time.monotonic() + PING_EVERY_S
+
+
+def _on_runner_message(raw: str, pending: dict[str, Delivery], runner: str, tenant: str) -> None:
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return
+    if not isinstance(message, dict) or message.get("type") != "ack":
+        return  # pong and anything unknown
+    delivery = pending.pop(str(message.get("triggerId")), None)
+    if delivery is None:
+        return
+    backend = get_backend()
+    if backend.ack_trigger(delivery, runner, now_ms()):
+        backend.publish(Event(tenant, "trigger", {
+            "jobId": delivery.job_id, "triggerId": delivery.trigger_id,
+            "scheduledFor": delivery.scheduled_for, "status": "delivered", "runner": runner,
+        }))  # fmt: skip
+
+
+def _live_principal() -> str:
+    """The tenant of the dashboard session's user, or of a ``read`` API key."""
+    username = session.get("user")
+    if isinstance(username, str):
+        user = get_backend().get_user(username)
+        if user is not None:
+            return user.tenant_id
+    try:
+        return authenticate("read").tenant_id
+    except Unauthorized:
+        raise Unauthorized("log in, or send a read-scoped API key") from None
+
+
+@sock.route("/ws/live", bp=bp)
+def live_socket(ws: Any) -> None:
+    try:
+        tenant = _live_principal()
+    except ChronosError as exc:
+        _close_with(ws, exc)
+        return
+    hub = get_state().live_hub()
+    client = hub.register(tenant)
+    try:
+        ws.send(json.dumps({"type": "hello"}))
+        next_ping = time.monotonic() + PING_EVERY_S
+        reported_drops = 0
+        while True:
+            if ws.receive(timeout=0) is None and not ws.connected:
+                return
+            try:
+                event: Event | None = client.queue.get(timeout=0.5)
+            except queue.Empty:
+                event = None
+            if client.dropped != reported_drops:
+                ws.send(json.dumps({"type": "lagging", "dropped": client.dropped}))
+                reported_drops = client.dropped
+            if event is not None:
+                ws.send(json.dumps({"type": event.type, "data": event.data}))
+            if time.monotonic() >= next_ping:
+                ws.send('{"type": "ping"}')
+                next_ping = time.monotonic() + PING_EVERY_S
+    finally:
+        hub.unregister(client)
