@@ -58,7 +58,7 @@ _MONTH_TOKENS = {str(i): m for i, m in enumerate(_MONTHS, 1)} | {m[:3].lower(): 
 def validate(expr: str) -> None:
     """Raise ``ValueError`` unless ``expr`` is a 5-field cron, or 6 with seconds first.
 
-    The same rules as ``chronos.schemas.check_cron``, without marshmallow.
+    The one place these rules live; the API's validation (``chronos.schemas``) calls it.
     """
     parts = expr.split()
     if len(parts) not in (5, 6):

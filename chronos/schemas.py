@@ -12,9 +12,9 @@ import json
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
+from chronos import cron
 from chronos.models import ALL_STATUSES
 from chronos.timeutil import parse_timestamp, to_iso
 
@@ -50,15 +50,12 @@ class BoundedDict(fields.Dict):
 
 
 def check_cron(expression: str) -> str:
-    """The expression if it is a valid 5-field cron (or 6 with seconds first)."""
-    parts = expression.split()
-    if len(parts) not in (5, 6):
-        raise ValidationError(
-            f"a cron expression has 5 fields (minute hour day-of-month month day-of-week) or 6 "
-            f"with seconds first; {expression!r} has {len(parts)}"
-        )
-    if not croniter.is_valid(expression, second_at_beginning=len(parts) == 6):
-        raise ValidationError(f"{expression!r} is not a valid cron expression")
+    """The expression if it is a valid 5-field cron (or 6 with seconds first); the rules
+    live in ``chronos.cron.validate``."""
+    try:
+        cron.validate(expression)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
     return expression
 
 

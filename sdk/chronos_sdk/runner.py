@@ -16,14 +16,19 @@ import inspect
 import logging
 import math
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import copy_context
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chronos_sdk.client import ChronosClient
 from chronos_sdk.events import detect_app_version, hostname, iso_utc
 from chronos_sdk.runs import PROPAGATE, Handler, Job, Run, RunResult, Tracked, is_async
+from chronos_sdk.triggers import TriggerListener
+
+if TYPE_CHECKING:
+    import ssl
 
 SKIPPED_MESSAGE = "skipped: previous run still running"
 
@@ -34,6 +39,12 @@ class ChronosRunner:
     ``client_kwargs`` go to :class:`ChronosClient` (``batch_size``, ``spool_dir``, ...) unless
     ``client`` is given. ``app_version`` defaults to ``$CHRONOS_APP_VERSION``, then the installed
     version of the handler's top-level package, then the short git commit of the working directory.
+
+    :meth:`start` connects to the server's runner websocket and runs the registered handlers when
+    their jobs are due. ``runner_name`` (default ``$CHRONOS_RUNNER_NAME``) is a stable name for
+    this runner; ``max_concurrent_runs`` bounds the handlers running at once for triggers;
+    ``reconnect_base``/``reconnect_cap`` set the reconnection backoff; ``ssl_context`` is used for
+    ``https`` endpoints.
     """
 
     def __init__(
@@ -48,6 +59,11 @@ class ChronosRunner:
         client: ChronosClient | None = None,
         max_output_bytes: int = 64 * 1024,
         logger: logging.Logger | None = None,
+        runner_name: str | None = None,
+        max_concurrent_runs: int = 4,
+        reconnect_base: float = 0.5,
+        reconnect_cap: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
         **client_kwargs: Any,
     ) -> None:
         self.log = logger or logging.getLogger("chronos_sdk")
@@ -62,6 +78,10 @@ class ChronosRunner:
         self._running: dict[str, int] = {}
         self._lock = threading.Lock()
         self._versions: dict[str | None, str | None] = {}
+        self.listener = TriggerListener(
+            self, name=runner_name, max_concurrent_runs=max_concurrent_runs,
+            reconnect_base=reconnect_base, reconnect_cap=reconnect_cap, ssl_context=ssl_context,
+        )
 
     # -- registration ------------------------------------------------------------------------
 
@@ -238,11 +258,46 @@ class ChronosRunner:
 
     atrack = track
 
+    # -- triggers from the server ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to the server in a background thread and run registered jobs when due.
+
+        Returns at once and never raises: connection problems are logged and retried with
+        backoff. Calling it again while started does nothing. Jobs registered after ``start()``
+        are announced on the next reconnection.
+        """
+        try:
+            self.listener.start()
+        except Exception as exc:
+            self.log.error("chronos: could not start the runner: %r", exc)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Disconnect, and wait up to ``timeout`` seconds for triggered runs still in progress.
+        Triggers already acknowledged but not yet started still run first."""
+        try:
+            self.listener.stop(timeout)
+        except Exception as exc:
+            self.log.error("chronos: could not stop the runner cleanly: %r", exc)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the runner connection is up (the server answered ``ready``)."""
+        return self.listener.connected
+
+    @property
+    def triggers_received(self) -> int:
+        """How many ``job:trigger`` messages arrived, duplicates and unknown jobs included."""
+        return self.listener.triggers_received
+
     def flush(self, timeout: float | None = None) -> bool:
         return self.client.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        self.client.close(timeout)
+        """Stop the runner connection (see :meth:`stop`), then flush and close the client."""
+        deadline = time.monotonic() + timeout
+        self.stop(timeout)
+        self.client.close(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> ChronosRunner:
         return self
