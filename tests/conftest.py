@@ -10,6 +10,7 @@ under its own key prefix and deletes only its own keys and indices afterwards.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +19,13 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from chronos import create_app
 from chronos.accounts import generate_api_key, hash_password
 from chronos.backends.base import BackendOptions
 from chronos.backends.redis_stack import RedisStackBackend
-from chronos.embedded import RedisStackServer
+from chronos.embedded import RedisStackServer, free_port
 from chronos.extension import get_state
 from chronos.models import User
 from chronos.timeutil import now_ms
@@ -129,3 +131,38 @@ class Tenants:
 @pytest.fixture
 def tenants(app: Flask) -> Tenants:
     return Tenants(app)
+
+
+class LiveServer:
+    """The app served over HTTP on a fixed port, which can be stopped and started again."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            assert self._thread is not None
+            self._thread.join(10)
+            self._server = None
+
+
+@pytest.fixture
+def live(app: Flask) -> Iterator[LiveServer]:
+    """The test app served over real HTTP (and websockets) on a free port."""
+    server = LiveServer(app)
+    server.start()
+    yield server
+    server.stop()
+
+

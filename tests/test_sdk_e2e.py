@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from chronos_sdk import ChronosClient, ChronosRunner
+from conftest import LiveServer
 from flask import Flask
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from chronos.embedded import free_port
 from chronos.extension import get_state
@@ -25,38 +23,6 @@ from chronos.models import ExecutionQuery
 from chronos.timeutil import now_ms
 
 OUTAGE_SECONDS = 20
-
-
-class LiveServer:
-    """The app served over HTTP on a fixed port, which can be stopped and started again."""
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(10)
-            self._server = None
-
-
-@pytest.fixture
-def live(app: Flask) -> Iterator[LiveServer]:
-    server = LiveServer(app)
-    server.start()
-    yield server
-    server.stop()
 
 
 def stored(app: Flask, tenant: str, job_id: str | None = None) -> list:

@@ -327,8 +327,9 @@ class TriggerStore(abc.ABC):
     def read_triggers(
         self, tenant_id: str, job_ids: Sequence[str], runner: str, count: int, block_ms: int
     ) -> list[Delivery]:
-        """Up to ``count`` triggers of those jobs never handed to any runner, oldest first,
-        now handed to ``runner``; waits up to ``block_ms`` (0: do not wait) for one."""
+        """Triggers of those jobs never handed to any runner, now handed to ``runner``: up to
+        ``count`` of each job, each job's oldest first (a backend may also cap the total at
+        ``count``). Waits up to ``block_ms`` (0: do not wait) for one."""
 
     @abc.abstractmethod
     def claim_stale_triggers(

@@ -97,6 +97,7 @@ class MemoryBackend(MemoryTriggers, Backend):
         self._fire_index: list[tuple[int, str, str]] = []
         self._claims: dict[tuple[str, str, int], int] = {}
         self._rate: dict[tuple[str, int], int] = {}
+        self._beats: dict[str, tuple[dict[str, Any], int]] = {}
         self._triggers = TriggerQueues()
         self._timeouts = SortedIndex()
 
@@ -256,6 +257,7 @@ class MemoryBackend(MemoryTriggers, Backend):
             and stored.expires_at <= self.clock()
         ):
             del self._executions[tenant_id][exec_id]
+            self._timeouts.remove(tenant_id, exec_id)  # nothing is left to time out
             return None
         return stored
 
@@ -340,6 +342,15 @@ class MemoryBackend(MemoryTriggers, Backend):
         return self._hub.subscribe()
 
     # scheduler -----------------------------------------------------------------------------
+    def beat(self, name: str, data: dict[str, Any], ttl_ms: int) -> None:
+        with self._lock:
+            self._beats[name] = (copy.deepcopy(data), self.clock() + ttl_ms)
+
+    def last_beat(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            data, lapses_at = self._beats.get(name, (None, 0))
+            return copy.deepcopy(data) if lapses_at > self.clock() else None
+
     def set_next_fire(self, tenant_id: str, job_id: str, when: int | None) -> None:
         with self._lock:
             old = self._next_fire.pop((tenant_id, job_id), None)
@@ -409,6 +420,7 @@ def _execution_matches(stored: _StoredExecution, query: ExecutionQuery) -> bool:
         (query.status, e.status),
         (query.job_version, e.job_version),
         (query.host, e.host),
+        (query.trigger_id, e.trigger_id),
     )
     if any(wanted is not None and wanted != actual for wanted, actual in exact):
         return False

@@ -241,6 +241,7 @@ class MemoryTriggers(TriggerStore):
     #: ``(tenant_id, exec_id)`` of running executions by max-runtime deadline; the backend's
     #: execution writes maintain it.
     _timeouts: SortedIndex
+    _live_execution: Callable[[str, str], object | None]
 
     def enqueue_trigger(self, trigger: Trigger) -> None:
         with self._lock:
@@ -295,7 +296,9 @@ class MemoryTriggers(TriggerStore):
 
     def due_timeouts(self, now: int, limit: int) -> list[tuple[str, str, int]]:
         with self._lock:
-            return self._timeouts.due(now, max(0, limit))
+            due = self._timeouts.due(now, max(0, limit))
+            # an expired record leaves the index on the way (see ``_live_execution``)
+            return [d for d in due if self._live_execution(d[0], d[1]) is not None]
 
 
 def _trigger_id(item: _Entry | _Pending) -> str:

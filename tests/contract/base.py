@@ -4,7 +4,9 @@ Subclass :class:`BackendContract` in ``tests/contract/test_<backend>.py`` and gi
 function-scoped ``backend`` fixture that yields a fresh, empty backend isolated from every other
 test (the Redis backend uses a per-test key prefix) and closes it afterwards. The tests use only
 the public API of ``chronos.backends.base.Backend``, pass every timestamp they care about
-explicitly, and never sleep to wait for the store.
+explicitly, and never sleep to wait for the store. The one kind of time they cannot pass in is
+how long a handed-out trigger has waited (a Redis stream's idle time is the server's own
+clock), so the trigger-claim tests sleep a little, a few times the ``min_idle_ms`` they ask for.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from chronos.models import (
     Job,
     JobQuery,
     JobState,
+    Trigger,
     User,
     replace,
 )
@@ -74,6 +77,21 @@ def make_exec(tenant: str, exec_id: str, job_id: str, **kw: Any) -> Execution:
 def finished(tenant: str, exec_id: str, job_id: str, at: int, **kw: Any) -> Execution:
     """A terminal execution that finished at ``at`` (its metric time) after a 1 s run."""
     return make_exec(tenant, exec_id, job_id, started_at=at - 1000, finished_at=at, **kw)
+
+
+def make_trigger(
+    tenant: str, job_id: str, trigger_id: str, scheduled_for: int = T0, **kw: Any
+) -> Trigger:
+    """A freshly fired trigger: fired 5 ms after its instant, with a minute of grace."""
+    kw.setdefault("fired_at", scheduled_for + 5)
+    kw.setdefault("deadline", scheduled_for + MINUTE)
+    return Trigger(tenant_id=tenant, job_id=job_id, trigger_id=trigger_id,
+                   scheduled_for=scheduled_for, **kw)  # fmt: skip
+
+
+def triggers_of(items: list[Any]) -> list[str]:
+    """The trigger ids of triggers or deliveries, in order."""
+    return [t.trigger_id for t in items]
 
 
 def job_ids(items: list[Job]) -> list[str]:
@@ -1076,6 +1094,428 @@ class BackendContract:
         for thread in threads:
             thread.join(timeout=10)
         assert sorted(results) == [False] * 7 + [True]
+
+    # trigger store -----------------------------------------------------------------------
+    def test_advance_fire_moves_only_from_expected(self, backend: Backend) -> None:
+        backend.set_next_fire("acme", "a", T0 + 1)
+        assert backend.advance_fire("acme", "a", T0 + 2, T0 + 9) is False
+        assert backend.due_fires(T0 + 10, 10) == [("acme", "a", T0 + 1)]
+        assert backend.advance_fire("acme", "a", T0 + 1, T0 + 5) is True
+        assert backend.due_fires(T0 + 10, 10) == [("acme", "a", T0 + 5)]
+        assert backend.advance_fire("acme", "a", T0 + 1, T0 + 7) is False  # moved already
+        assert backend.due_fires(T0 + 10, 10) == [("acme", "a", T0 + 5)]
+        assert backend.advance_fire("acme", "a", T0 + 5, None) is True
+        assert backend.due_fires(T0 + 10, 10) == []
+        assert backend.advance_fire("acme", "a", T0 + 5, T0 + 6) is False  # nothing to move
+        assert backend.advance_fire("acme", "never-set", T0, T0 + 1) is False
+        assert backend.due_fires(T0 + 10, 10) == []
+
+    def test_advance_fire_is_tenant_scoped_and_exact(self, backend: Backend) -> None:
+        for n, job_id in enumerate(ALL_IDS):
+            backend.set_next_fire("t|1", job_id, T0 + n)
+        backend.set_next_fire("t:1", "a|b", T0)
+        assert backend.advance_fire("t1", "a|b", T0, T0 + 500) is False  # no such tenant entry
+        assert backend.advance_fire("t|1", "a", T0, T0 + 500) is False  # "a" is not "a|b"
+        assert backend.advance_fire("t|1", "a|b", T0, T0 + 500) is True
+        assert backend.advance_fire("t*", "a|b", T0, T0 + 500) is False
+        expected = [("t:1", "a|b", T0)]
+        expected += [("t|1", job_id, T0 + n) for n, job_id in enumerate(ALL_IDS) if n]
+        expected.insert(ALL_IDS.index("a|b") + len(ALL_IDS), ("t|1", "a|b", T0 + 500))
+        assert backend.due_fires(T0 + DAY, 100) == expected
+
+    def test_advance_fire_race_has_one_winner(self, backend: Backend) -> None:
+        backend.set_next_fire("acme", "a", T0)
+        barrier = threading.Barrier(8)
+        results: list[tuple[bool, int]] = []
+        lock = threading.Lock()
+
+        def worker(n: int) -> None:
+            barrier.wait()
+            moved = backend.advance_fire("acme", "a", T0, T0 + MINUTE + n)
+            with lock:
+                results.append((moved, n))
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        winners = [n for moved, n in results if moved]
+        assert len(results) == 8 and len(winners) == 1
+        assert backend.due_fires(T0 + DAY, 10) == [("acme", "a", T0 + MINUTE + winners[0])]
+
+    def test_enqueue_trigger_records_it_and_notes_job_state(self, backend: Backend) -> None:
+        backend.upsert_jobs("acme", [make_job("acme", "a")], T0)
+        trigger = make_trigger("acme", "a", "tr-1", fired_at=T0 + 7)
+        backend.enqueue_trigger(trigger)
+        assert backend.list_triggers("acme", "a", 10) == [trigger]
+        assert backend.list_triggers("acme", "a", 10)[0].status == "scheduled"
+        assert backend.get_job("acme", "a").state == JobState(
+            last_trigger_id="tr-1", last_fired_at=T0 + 7
+        )
+
+    def test_enqueue_trigger_is_idempotent(self, backend: Backend) -> None:
+        backend.upsert_jobs("acme", [make_job("acme", "a")], T0)
+        first = make_trigger("acme", "a", "tr-1", fired_at=T0 + 7)
+        backend.enqueue_trigger(first)
+        again = make_trigger("acme", "a", "tr-1", scheduled_for=T0 + HOUR, fired_at=T0 + HOUR)
+        backend.enqueue_trigger(again)
+        backend.enqueue_trigger(first)
+        assert backend.list_triggers("acme", "a", 10) == [first]
+        assert backend.get_job("acme", "a").state.last_fired_at == T0 + 7
+        assert backend.due_deadlines(T0 + DAY, 10) == [first]
+        assert triggers_of(backend.read_triggers("acme", ["a"], "r1", 10, 0)) == ["tr-1"]
+        assert backend.read_triggers("acme", ["a"], "r1", 10, 0) == []
+        # the same trigger id in another tenant is another trigger
+        backend.enqueue_trigger(make_trigger("zeta", "a", "tr-1"))
+        assert triggers_of(backend.read_triggers("zeta", ["a"], "r1", 10, 0)) == ["tr-1"]
+
+    def test_enqueue_trigger_of_missing_job_creates_no_job(self, backend: Backend) -> None:
+        backend.upsert_jobs("zeta", [make_job("zeta", "ghost")], T0)
+        backend.enqueue_trigger(make_trigger("acme", "ghost", "tr-1"))
+        assert backend.get_job("acme", "ghost") is None
+        assert backend.get_job("zeta", "ghost").state == JobState()
+        # it is queued and recorded all the same
+        assert [t.trigger_id for t in backend.list_triggers("acme", "ghost", 10)] == ["tr-1"]
+        assert triggers_of(backend.read_triggers("acme", ["ghost"], "r1", 10, 0)) == ["tr-1"]
+
+    def test_latest_trigger_moves_job_state(self, backend: Backend) -> None:
+        backend.upsert_jobs("acme", [make_job("acme", "a")], T0)
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-1", fired_at=T0 + 7))
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-2", T0 + MINUTE, fired_at=T0 + 9))
+        state = backend.get_job("acme", "a").state
+        assert (state.last_trigger_id, state.last_fired_at) == ("tr-2", T0 + 9)
+
+    def test_runs_and_upserts_keep_trigger_state(self, backend: Backend) -> None:
+        backend.upsert_jobs("acme", [make_job("acme", "a")], T0)
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-1", fired_at=T0 + 7))
+        backend.write_executions("acme", [make_exec("acme", "e1", "a", status="running")])
+        backend.write_executions("acme", [make_exec("acme", "e1", "a", trigger_id="tr-1")])
+        backend.write_executions("acme", [make_exec("acme", "e2", "a", started_at=T0 + HOUR)])
+        backend.upsert_jobs("acme", [make_job("acme", "a", name="renamed")], T0 + 1)
+        state = backend.get_job("acme", "a").state
+        assert (state.last_trigger_id, state.last_fired_at) == ("tr-1", T0 + 7)
+        assert (state.last_exec_id, state.last_status) == ("e2", "success")
+
+    def test_read_hands_each_trigger_to_one_runner_oldest_first(self, backend: Backend) -> None:
+        for n in range(3):
+            backend.enqueue_trigger(make_trigger("acme", "a", f"tr-{n}", T0 + n * MINUTE))
+        first = backend.read_triggers("acme", ["a"], "r1", 2, 0)
+        assert [(d.tenant_id, d.job_id, d.trigger_id, d.scheduled_for, d.deliveries)
+                for d in first] == [
+            ("acme", "a", "tr-0", T0, 1),
+            ("acme", "a", "tr-1", T0 + MINUTE, 1),
+        ]  # fmt: skip
+        assert all(isinstance(d.ref, str) and d.ref for d in first)
+        assert len({d.ref for d in first}) == 2
+        assert triggers_of(backend.read_triggers("acme", ["a"], "r2", 10, 0)) == ["tr-2"]
+        assert backend.read_triggers("acme", ["a"], "r1", 10, 0) == []
+        assert backend.read_triggers("acme", ["a"], "r3", 10, 0) == []
+
+    def test_read_across_several_jobs(self, backend: Backend) -> None:
+        for job_id, trigger_id in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("c", "c1"),
+                                   ("b", "b2"), ("a", "a3")]:  # fmt: skip
+            backend.enqueue_trigger(make_trigger("acme", job_id, trigger_id))
+        found = backend.read_triggers("acme", ["a", "b"], "r1", 10, 0)
+        assert [d.trigger_id for d in found if d.job_id == "a"] == ["a1", "a2", "a3"]
+        assert [d.trigger_id for d in found if d.job_id == "b"] == ["b1", "b2"]
+        assert len(found) == 5
+        assert all(d.trigger_id[0] == d.job_id for d in found)
+        assert backend.read_triggers("acme", ["a", "b"], "r2", 10, 0) == []
+        assert triggers_of(backend.read_triggers("acme", ["b", "c", "d"], "r2", 10, 0)) == ["c1"]
+
+    def test_concurrent_readers_never_share_a_trigger(self, backend: Backend) -> None:
+        for n in range(40):
+            backend.enqueue_trigger(make_trigger("acme", "ab"[n % 2], f"tr-{n}", T0 + n))
+        barrier = threading.Barrier(4)
+        got: list[str] = []
+        lock = threading.Lock()
+
+        def runner(name: str) -> None:
+            barrier.wait()
+            while found := backend.read_triggers("acme", ["a", "b"], name, 3, 0):
+                with lock:
+                    got.extend(d.trigger_id for d in found)
+
+        threads = [threading.Thread(target=runner, args=(f"r{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+        assert sorted(got) == sorted(f"tr-{n}" for n in range(40))
+
+    def test_read_is_tenant_scoped(self, backend: Backend) -> None:
+        for tenant in ALL_TENANTS:
+            backend.enqueue_trigger(make_trigger(tenant, "a|b", f"of-{tenant}"))
+        assert backend.read_triggers("other", ["a|b"], "r1", 10, 0) == []
+        for tenant in ALL_TENANTS:
+            found = backend.read_triggers(tenant, ["a|b", "a", "b", "*"], "r1", 10, 0)
+            assert [(d.tenant_id, d.job_id, d.trigger_id) for d in found] == [
+                (tenant, "a|b", f"of-{tenant}")
+            ]
+
+    def test_read_with_nothing_to_read(self, backend: Backend) -> None:
+        assert backend.read_triggers("acme", [], "r1", 10, 0) == []
+        assert backend.read_triggers("acme", ["never"], "r1", 10, 0) == []
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-1"))
+        assert backend.read_triggers("acme", ["never", "other"], "r1", 10, 0) == []
+        assert triggers_of(backend.read_triggers("acme", ["never", "a"], "r1", 10, 0)) == ["tr-1"]
+
+    def test_blocking_read_waits_then_returns_nothing(self, backend: Backend) -> None:
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-0"))
+        backend.read_triggers("acme", ["a"], "r1", 10, 0)  # the queue exists and is drained
+        # triggers of other jobs and tenants queued during the wait do not end it
+        timer = threading.Timer(0.05, lambda: [
+            backend.enqueue_trigger(make_trigger("acme", "b", "tr-b")),
+            backend.enqueue_trigger(make_trigger("zeta", "a", "tr-z")),
+        ])  # fmt: skip
+        started = time.monotonic()
+        timer.start()
+        try:
+            assert backend.read_triggers("acme", ["a"], "r1", 10, 300) == []
+        finally:
+            timer.join()
+        assert 0.25 <= time.monotonic() - started < 5
+        assert triggers_of(backend.read_triggers("acme", ["b"], "r1", 10, 0)) == ["tr-b"]
+
+    def test_blocking_read_returns_a_trigger_queued_meanwhile(self, backend: Backend) -> None:
+        timer = threading.Timer(0.2, backend.enqueue_trigger, [make_trigger("acme", "a", "t")])
+        started = time.monotonic()
+        timer.start()
+        try:
+            found = backend.read_triggers("acme", ["b", "a"], "r1", 10, 5000)
+        finally:
+            timer.join()
+        assert [(d.job_id, d.trigger_id, d.deliveries) for d in found] == [("a", "t", 1)]
+        assert time.monotonic() - started < 4
+        assert backend.read_triggers("acme", ["a", "b"], "r2", 10, 0) == []
+
+    def test_claim_stale_triggers(self, backend: Backend) -> None:
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-1"))
+        [handed] = backend.read_triggers("acme", ["a"], "r1", 10, 0)
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-2"))  # never handed out
+        assert backend.claim_stale_triggers("acme", ["a"], "r2", 60_000, 10) == []
+        time.sleep(0.1)
+        [claimed] = backend.claim_stale_triggers("acme", ["a"], "r2", 30, 10)
+        assert (claimed.tenant_id, claimed.job_id, claimed.trigger_id) == ("acme", "a", "tr-1")
+        assert (claimed.scheduled_for, claimed.deliveries) == (T0, 2)
+        assert claimed.ref == handed.ref
+        # claiming hands it over anew: it is not idle any more
+        assert backend.claim_stale_triggers("acme", ["a"], "r3", 60_000, 10) == []
+        time.sleep(0.1)
+        [again] = backend.claim_stale_triggers("acme", ["a"], "r3", 30, 10)
+        assert (again.trigger_id, again.deliveries) == ("tr-1", 3)
+        # the fresh one is still there for a reader
+        assert triggers_of(backend.read_triggers("acme", ["a"], "r4", 10, 0)) == ["tr-2"]
+
+    def test_claim_stale_is_scoped_and_counted(self, backend: Backend) -> None:
+        for n in range(3):
+            backend.enqueue_trigger(make_trigger("t|1", "a:b", f"tr-{n}", T0 + n))
+        backend.enqueue_trigger(make_trigger("t|1", "a", "other-job"))
+        backend.enqueue_trigger(make_trigger("t1", "a:b", "other-tenant"))
+        backend.read_triggers("t|1", ["a:b", "a"], "r1", 10, 0)
+        backend.read_triggers("t1", ["a:b"], "r1", 10, 0)
+        time.sleep(0.1)
+        assert backend.claim_stale_triggers("t:1", ["a:b"], "r2", 30, 10) == []
+        assert backend.claim_stale_triggers("t|1", ["ab", "a|b"], "r2", 30, 10) == []
+        found = backend.claim_stale_triggers("t|1", ["a:b"], "r2", 30, 2)
+        assert [(d.tenant_id, d.job_id, d.trigger_id, d.deliveries) for d in found] == [
+            ("t|1", "a:b", "tr-0", 2),
+            ("t|1", "a:b", "tr-1", 2),
+        ]
+        rest = backend.claim_stale_triggers("t|1", ["a:b"], "r2", 30, 10)
+        assert triggers_of(rest) == ["tr-2"]
+
+    def test_ack_trigger(self, backend: Backend) -> None:
+        trigger = make_trigger("acme", "a", "tr-1")
+        backend.enqueue_trigger(trigger)
+        [delivery] = backend.read_triggers("acme", ["a"], "r1", 10, 0)
+        assert backend.ack_trigger(replace(delivery, tenant_id="zeta"), "r1", T0 + 50) is False
+        assert backend.ack_trigger(replace(delivery, job_id="b"), "r1", T0 + 50) is False
+        assert backend.list_triggers("acme", "a", 10) == [trigger]
+        assert backend.ack_trigger(delivery, "r1", T0 + 100) is True
+        assert backend.ack_trigger(delivery, "r1", T0 + 200) is False
+        expected = replace(trigger, status="delivered", runner="r1", delivered_at=T0 + 100,
+                           deliveries=1)  # fmt: skip
+        assert backend.list_triggers("acme", "a", 10) == [expected]
+
+    def test_acked_trigger_is_never_handed_out_again(self, backend: Backend) -> None:
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-1"))
+        backend.read_triggers("acme", ["a"], "r1", 10, 0)
+        time.sleep(0.1)
+        [claimed] = backend.claim_stale_triggers("acme", ["a"], "r2", 30, 10)
+        assert backend.ack_trigger(claimed, "r2", T0 + 100) is True
+        record = backend.list_triggers("acme", "a", 1)[0]
+        assert (record.status, record.runner, record.deliveries) == ("delivered", "r2", 2)
+        time.sleep(0.1)
+        assert backend.claim_stale_triggers("acme", ["a"], "r3", 30, 10) == []
+        assert backend.read_triggers("acme", ["a"], "r3", 10, 0) == []
+
+    def test_due_deadlines_order_and_limit(self, backend: Backend) -> None:
+        late = make_trigger("acme", "a", "late", deadline=T0 + 30)
+        first = make_trigger("zeta", "a", "first", deadline=T0 + 10)
+        second = make_trigger("acme", "b", "second", deadline=T0 + 20)
+        for trigger in (late, first, second):
+            backend.enqueue_trigger(trigger)
+        assert backend.due_deadlines(T0 + 9, 10) == []
+        assert backend.due_deadlines(T0 + 10, 10) == [first]
+        assert backend.due_deadlines(T0 + 25, 10) == [first, second]
+        assert backend.due_deadlines(T0 + 30, 2) == [first, second]
+        assert backend.due_deadlines(T0 + DAY, 10) == [first, second, late]
+
+    def test_due_deadline_shows_the_current_record(self, backend: Backend) -> None:
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-1", deadline=T0 + 10))
+        [delivery] = backend.read_triggers("acme", ["a"], "r1", 10, 0)
+        backend.ack_trigger(delivery, "r1", T0 + 5)
+        [due] = backend.due_deadlines(T0 + 10, 10)
+        assert (due.trigger_id, due.status, due.runner, due.delivered_at) == (
+            "tr-1", "delivered", "r1", T0 + 5,
+        )  # fmt: skip
+
+    def test_settle_without_missed_only_takes_it_off_the_list(self, backend: Backend) -> None:
+        trigger = make_trigger("acme", "a", "tr-1", deadline=T0 + 10)
+        backend.enqueue_trigger(trigger)
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-2", deadline=T0 + 20))
+        backend.settle_trigger(trigger, missed=False)
+        assert triggers_of(backend.due_deadlines(T0 + DAY, 10)) == ["tr-2"]
+        assert backend.list_triggers("acme", "a", 10)[1] == trigger  # same scheduled_for
+        assert triggers_of(backend.read_triggers("acme", ["a"], "r1", 10, 0)) == ["tr-1", "tr-2"]
+        backend.settle_trigger(trigger, missed=False)  # again: nothing to do
+
+    def test_settle_missed_withdraws_an_unread_trigger(self, backend: Backend) -> None:
+        trigger = make_trigger("acme", "a", "tr-1", deadline=T0 + 10)
+        backend.enqueue_trigger(trigger)
+        backend.enqueue_trigger(make_trigger("acme", "a", "tr-2", T0 + MINUTE))
+        backend.settle_trigger(trigger, missed=True)
+        assert triggers_of(backend.due_deadlines(T0 + 10, 10)) == []
+        assert backend.list_triggers("acme", "a", 10)[1] == replace(trigger, status="missed")
+        assert triggers_of(backend.read_triggers("acme", ["a"], "r1", 10, 0)) == ["tr-2"]
+        time.sleep(0.1)
+        assert triggers_of(backend.claim_stale_triggers("acme", ["a"], "r2", 30, 10)) == ["tr-2"]
+
+    def test_settle_missed_withdraws_a_pending_trigger(self, backend: Backend) -> None:
+        trigger = make_trigger("acme", "a", "tr-1", deadline=T0 + 10)
+        backend.enqueue_trigger(trigger)
+        [delivery] = backend.read_triggers("acme", ["a"], "r1", 10, 0)
+        backend.settle_trigger(trigger, missed=True)
+        time.sleep(0.1)
+        assert backend.claim_stale_triggers("acme", ["a"], "r2", 30, 10) == []
+        assert backend.read_triggers("acme", ["a"], "r2", 10, 0) == []
+        assert backend.ack_trigger(delivery, "r1", T0 + 100) is False
+        assert backend.list_triggers("acme", "a", 10) == [replace(trigger, status="missed")]
+        assert backend.due_deadlines(T0 + DAY, 10) == []
+
+    def test_list_triggers_newest_first_and_capped(self, backend: Backend) -> None:
+        order = [n * 37 % 105 for n in range(105)]  # every instant once, shuffled
+        for n in order:
+            backend.enqueue_trigger(make_trigger("acme", "a", f"tr-{n}", T0 + n * MINUTE))
+        backend.enqueue_trigger(make_trigger("acme", "b", "other-job", T0 + DAY))
+        backend.enqueue_trigger(make_trigger("zeta", "a", "other-tenant", T0 + DAY))
+        kept = backend.list_triggers("acme", "a", 1000)
+        assert triggers_of(kept) == [f"tr-{n}" for n in range(104, 4, -1)]
+        assert [t.scheduled_for for t in kept[:2]] == [T0 + 104 * MINUTE, T0 + 103 * MINUTE]
+        assert triggers_of(backend.list_triggers("acme", "a", 3)) == ["tr-104", "tr-103", "tr-102"]
+        # an instant older than every kept one is recorded but not listed
+        backend.enqueue_trigger(make_trigger("acme", "a", "ancient", T0 - DAY))
+        assert len(backend.list_triggers("acme", "a", 1000)) == 100
+        assert backend.list_triggers("acme", "never", 10) == []
+        assert backend.list_triggers("other", "a", 10) == []
+
+    def test_returned_triggers_are_copies(self, backend: Backend) -> None:
+        trigger = make_trigger("acme", "a", "tr-1")
+        backend.enqueue_trigger(trigger)
+        trigger.status = "mutated"
+        got = backend.list_triggers("acme", "a", 10)[0]
+        got.runner = "mutated"
+        assert backend.list_triggers("acme", "a", 10)[0] == make_trigger("acme", "a", "tr-1")
+
+    def _timeout_jobs(self, backend: Backend, tenant: str = "acme") -> None:
+        backend.upsert_jobs(tenant, [
+            make_job(tenant, "slow", max_runtime_seconds=5),
+            make_job(tenant, "free"),
+        ], T0)  # fmt: skip
+
+    def test_due_timeouts_of_running_executions(self, backend: Backend) -> None:
+        self._timeout_jobs(backend)
+        backend.write_executions("acme", [
+            make_exec("acme", "e1", "slow", status="running", started_at=T0),
+            make_exec("acme", "e2", "free", status="running", started_at=T0),
+            make_exec("acme", "e3", "ghost", status="running", started_at=T0),
+            make_exec("acme", "e4", "slow", status="running", started_at=T0 - 10_000),
+            make_exec("acme", "e5", "slow", started_at=T0 - 20_000),  # finished at once
+        ])  # fmt: skip
+        assert backend.due_timeouts(T0 - 5001, 10) == []
+        assert backend.due_timeouts(T0 + 4999, 10) == [("acme", "e4", T0 - 5000)]
+        assert backend.due_timeouts(T0 + 5000, 10) == [
+            ("acme", "e4", T0 - 5000),
+            ("acme", "e1", T0 + 5000),
+        ]
+        assert backend.due_timeouts(T0 + DAY, 1) == [("acme", "e4", T0 - 5000)]
+        # the same running record again changes nothing
+        backend.write_executions("acme", [
+            make_exec("acme", "e1", "slow", status="running", started_at=T0 + HOUR),
+        ])  # fmt: skip
+        assert backend.due_timeouts(T0 + DAY, 10)[1] == ("acme", "e1", T0 + 5000)
+
+    def test_terminal_write_removes_the_timeout(self, backend: Backend) -> None:
+        self._timeout_jobs(backend)
+        self._timeout_jobs(backend, "zeta")
+        for tenant in ("acme", "zeta"):
+            backend.write_executions(tenant, [
+                make_exec(tenant, "e1", "slow", status="running"),
+                make_exec(tenant, "e2", "slow", status="running", started_at=T0 + 1),
+            ])  # fmt: skip
+        assert backend.write_executions("zeta", [make_exec("zeta", "e1", "slow")]) == ["updated"]
+        assert backend.write_executions("acme", [
+            make_exec("acme", "e2", "slow", status="timeout", finished_at=T0 + 5001),
+        ]) == ["updated"]  # fmt: skip
+        assert backend.due_timeouts(T0 + DAY, 10) == [
+            ("acme", "e1", T0 + 5000),
+            ("zeta", "e2", T0 + 5001),
+        ]
+        backend.write_executions("acme", [make_exec("acme", "e1", "slow", status="failed")])
+        backend.write_executions("zeta", [make_exec("zeta", "e2", "slow", status="cancelled")])
+        assert backend.due_timeouts(T0 + DAY, 10) == []
+
+    def test_execution_written_before_its_job_has_no_timeout(self, backend: Backend) -> None:
+        backend.write_executions("acme", [make_exec("acme", "e1", "slow", status="running")])
+        self._timeout_jobs(backend)
+        assert backend.due_timeouts(T0 + DAY, 10) == []
+
+    def test_hostile_ids_in_triggers_and_timeouts(self, backend: Backend) -> None:
+        for tenant in HOSTILE_TENANTS:
+            backend.upsert_jobs(tenant, [make_job(tenant, i, max_runtime_seconds=1)
+                                         for i in ALL_IDS], T0)  # fmt: skip
+        everything = [
+            (tenant, i, T0 + 1000 * (n * len(ALL_IDS) + k))
+            for n, tenant in enumerate(HOSTILE_TENANTS)
+            for k, i in enumerate(ALL_IDS)
+        ]
+        for tenant, i, at in everything:
+            backend.enqueue_trigger(make_trigger(tenant, i, i, at, deadline=at))
+            backend.write_executions(tenant, [
+                make_exec(tenant, i, i, status="running", started_at=at - 1000),
+            ])  # fmt: skip
+        due = backend.due_deadlines(T0 + DAY, 1000)
+        assert [(t.tenant_id, t.job_id, t.trigger_id, t.deadline) for t in due] == [
+            (tenant, i, i, at) for tenant, i, at in everything
+        ]
+        assert backend.due_timeouts(T0 + DAY, 1000) == everything
+        tenant = "t|1"
+        for i in ALL_IDS:
+            assert triggers_of(backend.list_triggers(tenant, i, 10)) == [i]
+            [delivery] = backend.read_triggers(tenant, [i], "r1", 10, 0)
+            assert (delivery.tenant_id, delivery.job_id, delivery.trigger_id) == (tenant, i, i)
+            assert backend.ack_trigger(delivery, "r1", T0) is True
+            assert backend.get_job(tenant, i).state.last_trigger_id == i
+        for trigger in due:
+            if trigger.tenant_id == tenant:
+                backend.settle_trigger(trigger, missed=True)
+        assert all(t.tenant_id != tenant for t in backend.due_deadlines(T0 + DAY, 1000))
+        assert backend.list_triggers(tenant, "a|b", 10)[0].status == "missed"
+        assert backend.list_triggers("t*", "a|b", 10)[0].status == "scheduled"
+        backend.write_executions(tenant, [make_exec(tenant, i, i) for i in ALL_IDS])
+        assert backend.due_timeouts(T0 + DAY, 1000) == [e for e in everything if e[0] != tenant]
 
     # rate limiting -----------------------------------------------------------------------
     def test_rate_limit_allows_up_to_the_limit_then_says_when(self, backend: Backend) -> None:

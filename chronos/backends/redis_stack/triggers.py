@@ -82,7 +82,7 @@ class RedisTriggers(RedisCore, TriggerStore):
     def read_triggers(
         self, tenant_id: str, job_ids: Sequence[str], runner: str, count: int, block_ms: int
     ) -> list[Delivery]:
-        if not job_ids:
+        if not job_ids or count < 1:
             return []
         streams = {self.keys.trigger_stream(tenant_id, j): j for j in job_ids}
         args: dict[Any, Any] = dict.fromkeys(streams, ">")
@@ -116,9 +116,9 @@ class RedisTriggers(RedisCore, TriggerStore):
         found: list[Delivery] = []
         for job_id in job_ids:
             stream = self.keys.trigger_stream(tenant_id, job_id)
-            try:
-                pending = r.xpending_range(stream, GROUP, min="-", max="+", count=count,
-                                           idle=min_idle_ms)  # fmt: skip
+            try:  # claim no more than will be returned: a claim restarts the idle clock
+                pending = r.xpending_range(stream, GROUP, min="-", max="+",
+                                           count=count - len(found), idle=min_idle_ms)  # fmt: skip
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     continue
@@ -192,6 +192,8 @@ class RedisTriggers(RedisCore, TriggerStore):
 
     @translated
     def list_triggers(self, tenant_id: str, job_id: str, limit: int) -> list[Trigger]:
+        if limit < 1:
+            return []
         r = self.client()
         ids = r.zrevrange(self.keys.job_triggers(tenant_id, job_id), 0, max(0, limit - 1))
         if not ids:
