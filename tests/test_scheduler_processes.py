@@ -56,8 +56,9 @@ def check_exactly_once(backend: RedisStackBackend, url: str, prefix: str,
 
 
 @pytest.mark.slow
-def test_four_scanner_processes_fire_each_instant_once(redis_stack_url, redis_backend,
-                                                       key_prefix, tmp_path: Path) -> None:  # fmt: skip
+def test_four_scanner_processes_fire_each_instant_once(
+    redis_stack_url, redis_backend, key_prefix, tmp_path: Path
+) -> None:
     refs = register(redis_backend, ["acme", "a|b"], 10)
     env = dict(os.environ, CHRONOS_BACKEND_URL=redis_stack_url, CHRONOS_KEY_PREFIX=key_prefix,
                CHRONOS_DATA_DIR=str(tmp_path), CHRONOS_SCAN_INTERVAL_MS="100")  # fmt: skip
