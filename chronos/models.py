@@ -67,9 +67,10 @@ class JobState:
     last_duration_ms: int | None = None
     last_success_at: int | None = None
     last_failure_at: int | None = None
-    #: The scanner's most recent trigger of the job.
+    #: The scanner's most recent trigger of the job, and when a run carrying it started.
     last_trigger_id: str | None = None
     last_fired_at: int | None = None
+    last_trigger_started_at: int | None = None
 
 
 @dataclass(slots=True)

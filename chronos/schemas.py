@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 from chronos import cron
-from chronos.models import ALL_STATUSES
+from chronos.health import HEALTHS
+from chronos.models import ALL_STATUSES, Execution, Trigger
 from chronos.timeutil import parse_timestamp, to_iso
 
 ID = validate.Length(min=1, max=256)
@@ -171,10 +172,45 @@ class JobStateSchema(Schema):
     last_duration_ms = fields.Integer(data_key="lastDurationMs", allow_none=True)
     last_success_at = Timestamp(data_key="lastSuccessAt", allow_none=True)
     last_failure_at = Timestamp(data_key="lastFailureAt", allow_none=True)
+    last_trigger_id = fields.String(data_key="lastTriggerId", allow_none=True)
+    last_fired_at = Timestamp(data_key="lastFiredAt", allow_none=True)
+    last_trigger_started_at = Timestamp(data_key="lastTriggerStartedAt", allow_none=True)
+
+
+class TriggerOutSchema(Schema):
+    """One scheduled instant of a job and where it is in its lifecycle."""
+
+    trigger_id = fields.String(data_key="triggerId")
+    job_id = fields.String(data_key="jobId")
+    scheduled_for = Timestamp(data_key="scheduledFor")
+    fired_at = Timestamp(data_key="firedAt")
+    deadline = Timestamp()
+    status = fields.String()
+    runner = fields.String(allow_none=True)
+    delivered_at = Timestamp(data_key="deliveredAt", allow_none=True)
+    deliveries = fields.Integer()
+
+
+class TriggerQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+def lifecycle(trigger: Trigger, run: Execution | None) -> str:
+    """``scheduled``, ``delivered``, ``started``, ``finished``, ``missed`` or ``timeout``."""
+    if run is not None:
+        if run.status == "missed":
+            return "missed"
+        if run.status == "timeout":
+            return "timeout"
+        return "finished" if run.terminal else "started"
+    return trigger.status
 
 
 class JobOutSchema(JobDefSchema):
-    """A job as the API answers it."""
+    """A job as the API answers it (the API adds ``health``)."""
 
     created_at = Timestamp(data_key="createdAt")
     updated_at = Timestamp(data_key="updatedAt")
@@ -190,6 +226,7 @@ class PageQuerySchema(Schema):
 
 
 class JobListQuerySchema(PageQuerySchema):
+    health = fields.String(load_default=None, validate=validate.OneOf(HEALTHS))
     enabled = fields.Boolean(load_default=None)
     tag = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
     q = fields.String(load_default=None, validate=validate.Length(max=256))

@@ -237,12 +237,16 @@ class MemoryBackend(MemoryTriggers, Backend):
             words=words(new.error_type, new.error_message, new.error_stack, new.stdout, new.stderr),
             expires_at=None if ttl is None else self.clock() + ttl,
         )
+        job = self._jobs.get(new.tenant_id, {}).get(new.job_id)
+        if (job is not None and new.trigger_id is not None
+                and job.state.last_trigger_id == new.trigger_id
+                and job.state.last_trigger_started_at is None):  # fmt: skip
+            job.state.last_trigger_started_at = new.started_at  # the job is not late
         if new.terminal:
             self._timeouts.remove(new.tenant_id, new.exec_id)
             self._count(new)
             self._advance_state(new)
         else:
-            job = self._jobs.get(new.tenant_id, {}).get(new.job_id)
             if job is not None and job.max_runtime_seconds is not None:
                 deadline = int(new.started_at + job.max_runtime_seconds * 1000)
                 self._timeouts.set(new.tenant_id, new.exec_id, deadline)

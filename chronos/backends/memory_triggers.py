@@ -252,6 +252,7 @@ class MemoryTriggers(TriggerStore):
             if job is not None:
                 job.state.last_trigger_id = trigger.trigger_id
                 job.state.last_fired_at = trigger.fired_at
+                job.state.last_trigger_started_at = None
             self._trigger_queued.notify_all()
 
     def read_triggers(

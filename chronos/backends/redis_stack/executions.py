@@ -102,6 +102,7 @@ class RedisExecutions(RedisCore, ExecutionStore):
             ex.exec_id,
             str(ex.finished_at if ex.finished_at is not None else ex.started_at),
             k.pair(t, ex.exec_id),
+            ex.trigger_id or "",
         ]
         return keys, args
 

@@ -37,7 +37,7 @@ return 'created'
 # expire-at ms (0 = skip), ARGV[14] daily sketch expire-at ms (0 = skip), ARGV[15] started_at,
 # ARGV[16] finished_at or '', ARGV[17] exec id, ARGV[18] the time the run counts as a
 # success or failure (finished, else started; ms), ARGV[19] the execution's member in the
-# timeouts set. KEYS[38] the timeouts set.
+# timeouts set, ARGV[20] the trigger id or ''. KEYS[38] the timeouts set.
 # Returns 'created', 'updated' or 'duplicate'.
 WRITE_EXECUTION = """
 local outcome = 'created'
@@ -99,10 +99,19 @@ if ARGV[3] == '1' and ARGV[4] ~= '' then
   end
 end
 
+local function num(v) if v == nil or v == cjson.null then return nil end return v end
+if ARGV[20] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
+  -- A run carrying the job's latest trigger has started: the job is not late.
+  local stored = redis.call('JSON.GET', KEYS[3], '$')
+  local state = stored and cjson.decode(stored)[1] or {}
+  if state['last_trigger_id'] == ARGV[20] and num(state['last_trigger_started_at']) == nil then
+    state['last_trigger_started_at'] = tonumber(ARGV[15])
+    redis.call('JSON.SET', KEYS[3], '$', cjson.encode(state))
+  end
+end
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   local stored = redis.call('JSON.GET', KEYS[3], '$')
   local state = stored and cjson.decode(stored)[1] or {}
-  local function num(v) if v == nil or v == cjson.null then return nil end return v end
   local started, at = tonumber(ARGV[15]), tonumber(ARGV[18])
   local last = num(state['last_started_at'])
   if last == nil or started >= last then
@@ -170,6 +179,7 @@ if redis.call('EXISTS', KEYS[5]) == 1 then
   local state = stored and cjson.decode(stored)[1] or {}
   state['last_trigger_id'] = ARGV[2]
   state['last_fired_at'] = tonumber(ARGV[6])
+  state['last_trigger_started_at'] = cjson.null
   redis.call('JSON.SET', KEYS[6], '$', cjson.encode(state))
 end
 return 1
