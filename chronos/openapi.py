@@ -17,6 +17,8 @@ from chronos.schemas import (
     JobListQuerySchema,
     JobOutSchema,
     Timestamp,
+    TriggerOutSchema,
+    TriggerQuerySchema,
 )
 
 
@@ -93,6 +95,19 @@ class ExecutionOneSchema(Schema):
     data = fields.Nested(ExecutionOutSchema)
 
 
+class TriggerLifecycleSchema(TriggerOutSchema):
+    execId = fields.String(allow_none=True)
+    startedAt = fields.String(allow_none=True)
+    finishedAt = fields.String(allow_none=True)
+    lifecycle = fields.String(metadata={"enum": [
+        "scheduled", "delivered", "started", "finished", "missed", "timeout"]})  # fmt: skip
+
+
+class TriggerListSchema(Schema):
+    success = fields.Boolean()
+    data = fields.List(fields.Nested(TriggerLifecycleSchema))
+
+
 _ERRORS = {
     "400": "the body is not JSON or not of the expected shape",
     "401": "missing or invalid API key",
@@ -157,7 +172,7 @@ def build_spec() -> dict[str, Any]:
         "BatchRequest": BatchRequestSchema, "BatchResponse": BatchResponseSchema,
         "OneResponse": OneResponseSchema, "JobPage": JobPageSchema,
         "ExecutionPage": ExecutionPageSchema, "JobOne": JobOneSchema,
-        "ExecutionOne": ExecutionOneSchema,
+        "ExecutionOne": ExecutionOneSchema, "TriggerList": TriggerListSchema,
     }.items():  # fmt: skip
         spec.components.schema(name, schema=schema)
     write_codes = ("400", "401", "403", "413", "422", "429", "503")
@@ -178,6 +193,9 @@ def build_spec() -> dict[str, Any]:
     spec.path("/api/jobs/{jobId}/executions", parameters=[_path_param("jobId")],
               operations={"get": _op("A job's executions", "ExecutionPage",
                                      params=ExecutionListQuerySchema)})  # fmt: skip
+    spec.path("/api/jobs/{jobId}/triggers", parameters=[_path_param("jobId")],
+              operations={"get": _op("A job's recent scheduled instants and their lifecycle",
+                                     "TriggerList", params=TriggerQuerySchema)})  # fmt: skip
     spec.path("/api/executions", operations={"get": _op(
         "Search executions", "ExecutionPage", params=ExecutionListQuerySchema)})  # fmt: skip
     spec.path("/api/executions/{execId}", parameters=[_path_param("execId")],
