@@ -11,7 +11,8 @@
         ...
 
     runner.sync_jobs()
-    runner.run_now("nightly-report")
+    runner.run_now("nightly-report")  # run it here and now, or
+    runner.start()                    # let the server trigger it when due (see stop())
 
 Monitoring never breaks the monitored job: the client never raises into, blocks or crashes the
 host application, and the handler's own exception is recorded, not raised.

@@ -85,9 +85,13 @@ class Outbox:
                     self.queue.popleft()
                     self.on_drop(1, f"queue full (max_queue={self.max_queue}), dropping the oldest")
             self.queue.append(event)
-            if self.first_queued_at is None:
+            # Wake the delivery thread when it has something new to do: start the flush_interval
+            # clock of a queue that was empty (it waits without a timeout then), send a full
+            # batch, or serve a flush that is waiting.
+            first = self.first_queued_at is None
+            if first:
                 self.first_queued_at = time.monotonic()
-            if len(self.queue) >= self.batch_size:
+            if first or len(self.queue) >= self.batch_size or self.flush_waiters:
                 self.cond.notify_all()
         if overflow:
             self.to_spool(overflow)

@@ -51,6 +51,16 @@ def test_batches_by_interval(ingest: FakeIngest, make_client) -> None:
     assert len(ingest.batches()[0].body["executions"]) == 3
 
 
+def test_an_event_after_an_idle_spell_still_leaves_by_interval(ingest, make_client) -> None:
+    # The delivery thread waits without a timeout on an empty queue; the next event must wake it.
+    client = make_client(batch_size=100, flush_interval=0.05)
+    client.send(event(n=1))
+    ingest.wait_for(lambda: len(ingest.batches()) == 1)
+    time.sleep(0.1)  # the thread is idle again
+    client.send(event(n=2))
+    ingest.wait_for(lambda: len(ingest.batches()) == 2, timeout=2)
+
+
 def test_exec_id_set_once_and_reused_after_503_retry_after(ingest: FakeIngest, make_client):
     ingest.answer(503, {"success": False, "error": "busy"}, Retry_After="1")
     client = make_client()
