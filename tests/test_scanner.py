@@ -151,3 +151,23 @@ def test_tenants_with_the_same_job_id_fire_separately(redis_backend, now) -> Non
         register(redis_backend, Job(tenant, "job:daily-report", schedule="* * * * *"), now - 1)
     assert tick(redis_backend, now, "s1", SETTINGS).fired == 2
     assert redis_backend.read_triggers("a", ["job:daily-report"], "r", 10, 0)[0].tenant_id == "a"
+
+
+def test_re_registering_with_a_new_schedule_replans(app, client, tenants) -> None:
+    from chronos.extension import get_state
+
+    key = tenants.key("acme", "ingest")
+    backend = get_state(app).backend()
+
+    def register_schedule(schedule: str) -> None:
+        answer = client.post("/api/ingest/jobs/register", headers={"x-api-key": key},
+                             json={"jobs": [{"id": "j", "schedule": schedule}]})  # fmt: skip
+        assert answer.status_code == 200
+
+    register_schedule("0 0 1 1 *")  # yearly
+    horizon = now_ms() + 2 * MINUTE
+    assert backend.due_fires(horizon, 10) == []
+    register_schedule("* * * * *")  # now every minute: due within two minutes
+    assert [(t, j) for t, j, _ in backend.due_fires(horizon, 10)] == [("acme", "j")]
+    register_schedule("* * * * *")  # unchanged: the pending fire time is kept as it was
+    assert len(backend.due_fires(horizon, 10)) == 1

@@ -68,8 +68,9 @@ class ScannerService:
         return report
 
     def _schedule(self, scheduler: BaseScheduler) -> BaseScheduler:
-        # A tick still running when the next is due makes APScheduler skip that one, by
-        # design (max_instances=1); it would log a warning each time.
+        # APScheduler logs every run at INFO, and a skipped overlapping tick (by design:
+        # max_instances=1) as a warning; the scanner logs what matters itself.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
         scheduler.add_job(self.tick_once, IntervalTrigger(seconds=self.interval_s),
                           id="chronos-scan", max_instances=1, coalesce=True,
