@@ -29,7 +29,8 @@ def connect(live: LiveServer, path: str, key: str | None) -> Client:
 
 
 def close(ws: Client) -> None:
-    with contextlib.suppress(ConnectionClosed):
+    # The client's reader thread may have closed the socket already when the server did.
+    with contextlib.suppress(ConnectionClosed, OSError):
         ws.close()
 
 
@@ -160,7 +161,9 @@ def test_unacknowledged_trigger_moves_to_another_runner(app: Flask, live, tenant
     try:
         hello(second, ["job:a"])
         again = next_of(second, "job:trigger", timeout=5)
-        assert again is not None and again["triggerId"] == trigger_id and again["delivery"] == 2
+        assert again is not None and again["triggerId"] == trigger_id
+        # 2, or more if the dead runner's loop claimed it once more before noticing the close
+        assert again["delivery"] >= 2
     finally:
         close(second)
 
