@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from flask import current_app, g, request
+from flask import current_app, g, request, session
 
 from chronos.accounts import key_matches, parse_api_key
 from chronos.errors import Forbidden, RateLimited, Unauthorized
@@ -112,3 +112,23 @@ def require_key(scope: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 def principal() -> Principal:
     return g.principal
+
+
+def session_principal() -> Principal | None:
+    """The logged-in dashboard user, if the request carries a valid session."""
+    username, tenant = session.get("user"), session.get("tenant")
+    if not isinstance(username, str) or not isinstance(tenant, str):
+        return None
+    scopes = ("read", "admin") if session.get("admin") else ("read",)
+    return Principal(tenant_id=tenant, username=username, key_id="", scopes=scopes)
+
+
+def require_reader(view: Callable[P, R]) -> Callable[P, R]:
+    """View decorator: a dashboard session or a ``read`` API key; ``g.principal`` is set."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        g.principal = session_principal() or authenticate("read")
+        return view(*args, **kwargs)
+
+    return wrapper

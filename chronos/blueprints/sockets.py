@@ -10,10 +10,10 @@ import time
 import uuid
 from typing import Any
 
-from flask import Blueprint, session
+from flask import Blueprint
 from flask_sock import Sock
 
-from chronos.auth import Principal, authenticate
+from chronos.auth import Principal, authenticate, session_principal
 from chronos.errors import ChronosError, Forbidden, Unauthorized
 from chronos.extension import get_backend, get_state
 from chronos.models import Delivery, Event
@@ -116,11 +116,9 @@ def _on_runner_message(raw: str, pending: dict[str, Delivery], runner: str, tena
 
 def _live_principal() -> str:
     """The tenant of the dashboard session's user, or of a ``read`` API key."""
-    username = session.get("user")
-    if isinstance(username, str):
-        user = get_backend().get_user(username)
-        if user is not None:
-            return user.tenant_id
+    from_session = session_principal()
+    if from_session is not None:
+        return from_session.tenant_id
     try:
         return authenticate("read").tenant_id
     except Unauthorized:
