@@ -39,6 +39,11 @@ def _nice_max(value: float) -> float:
     return value
 
 
+def _open(title: str) -> str:
+    return (f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+            f'aria-label="{escape(title)}"><title>{escape(title)}</title>')  # fmt: skip
+
+
 def _axis(top: float, unit: str) -> str:
     parts = []
     for fraction in (0, 0.5, 1):
@@ -69,8 +74,7 @@ def stacked_bars(bars: Sequence[Bar], title: str) -> Markup:
     top = _nice_max(max(b.success + b.failure for b in bars))
     slot = (WIDTH - PAD_LEFT) / len(bars)
     inner = HEIGHT - PAD_BOTTOM - PAD_TOP
-    out = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-           f'aria-label="{escape(title)}"><title>{escape(title)}</title>', _axis(top, "")]  # fmt: skip
+    out = [_open(title), _axis(top, "")]
     for i, bar in enumerate(bars):
         x = PAD_LEFT + slot * i + slot * 0.1
         w = max(slot * 0.8, 1)
@@ -99,8 +103,7 @@ def lines(points: Sequence[Point], series: Sequence[str], title: str, unit: str)
     top = _nice_max(max(known))
     slot = (WIDTH - PAD_LEFT) / len(points)
     inner = HEIGHT - PAD_BOTTOM - PAD_TOP
-    out = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-           f'aria-label="{escape(title)}"><title>{escape(title)}</title>', _axis(top, unit)]  # fmt: skip
+    out = [_open(title), _axis(top, unit)]
     for s, name in enumerate(series):
         path, pen_down = [], False
         for i, point in enumerate(points):
