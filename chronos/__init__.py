@@ -12,13 +12,14 @@ __version__ = "0.1.0.dev0"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app: settings, the backend extension, error handling, blueprints, CLI.
+    """Build the app: settings, the backend extension, error handling, browser hardening,
+    blueprints (the JSON API, websockets, the dashboard), CLI.
 
     Settings come from ``CHRONOS_*`` environment variables (see ``chronos.config``), then
     ``test_config`` on top. No network I/O happens here: the backend connects on first use.
     """
-    from chronos import config, http_errors
-    from chronos.blueprints import api, health, ingest, sockets
+    from chronos import config, http_errors, security
+    from chronos.blueprints import analytics, api, dashboard, health, ingest, sockets
     from chronos.cli import chronos_cli
     from chronos.extension import Chronos
 
@@ -37,9 +38,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     Chronos(app)
     http_errors.init_app(app)
+    security.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(ingest.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(analytics.bp)
     app.register_blueprint(sockets.bp)
+    app.register_blueprint(dashboard.bp)
     app.cli.add_command(chronos_cli)
     return app

@@ -28,6 +28,12 @@
 ``CHRONOS_DEFAULT_GRACE_SECONDS``   How long after its instant a run may start before it is
                                     missed, for jobs that set no ``graceSeconds`` (60).
 ``CHRONOS_SCAN_INTERVAL_MS``        How often the scanner ticks (500).
+``CHRONOS_SESSION_HOURS``           How long a dashboard login lasts (12).
+``CHRONOS_SECURE_COOKIES``          Send the session cookie over HTTPS only (``0``). Behind
+                                    HTTPS it must be ``1``.
+``CHRONOS_TRUST_PROXY``             Trust one reverse proxy's ``X-Forwarded-For``, ``-Proto``,
+                                    ``-Host`` and ``-Prefix`` headers (``0``). Set it only when
+                                    a proxy always sets them; else clients could forge them.
 =================================== ============================================================
 """
 
@@ -57,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "CHRONOS_CATCH_UP_SECONDS": 300,
     "CHRONOS_DEFAULT_GRACE_SECONDS": 60,
     "CHRONOS_SCAN_INTERVAL_MS": 500,
+    "CHRONOS_SESSION_HOURS": 12,
+    "CHRONOS_SECURE_COOKIES": False,
+    "CHRONOS_TRUST_PROXY": False,
 }
 
 _INTS = (
@@ -70,8 +79,9 @@ _INTS = (
     "CHRONOS_CATCH_UP_SECONDS",
     "CHRONOS_DEFAULT_GRACE_SECONDS",
     "CHRONOS_SCAN_INTERVAL_MS",
+    "CHRONOS_SESSION_HOURS",
 )
-_BOOLS = ("CHRONOS_AUTO_MIGRATE",)
+_BOOLS = ("CHRONOS_AUTO_MIGRATE", "CHRONOS_SECURE_COOKIES", "CHRONOS_TRUST_PROXY")
 
 
 def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -1,10 +1,13 @@
-"""The one error path: every error leaves the app as JSON with the right status.
+"""The one error path: every error leaves the app with the right status, as JSON for programs
+or as the ``error.html`` page for browsers.
 
-Body shape (kept from the earlier system's envelope, so existing clients keep working)::
+JSON body shape (kept from the earlier system's envelope, so existing clients keep working)::
 
     {"success": false, "error": "<what was wrong>", "code": "<machine code>", "details": ...}
 
-``Retry-After`` is set on 429 and 503.
+Requests under ``/api/`` and ``/ws/`` always get JSON. Other paths get the HTML page when they
+come from a dashboard view or when the client prefers HTML to JSON (a browser does; a bare
+``*/*`` does not). ``Retry-After`` is set on 429 and 503.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import logging
 from typing import Any
 
 import marshmallow
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
 
 from chronos.errors import BackendUnavailable, ChronosError, RateLimited
 
@@ -34,11 +38,44 @@ def error_response(
     return response
 
 
+def wants_html() -> bool:
+    """Whether the error of the current request is shown as a page rather than JSON."""
+    path = request.path
+    if path.startswith(("/api/", "/ws/")) or path in ("/api", "/ws"):
+        return False
+    if request.blueprint == "dashboard":
+        return True
+    accept = request.accept_mimetypes
+    return accept.best_match(["application/json", "text/html"]) == "text/html"
+
+
+def html_error_response(status: int, message: str, retry_after: int | None = None) -> Response:
+    """The ``error.html`` page with ``status``; plain text if the template itself fails."""
+    title = HTTP_STATUS_CODES.get(status, "Error")
+    try:
+        body = render_template("error.html", status=status, title=title, message=message)
+        response = Response(body, status=status, mimetype="text/html")
+    except Exception:
+        log.exception("could not render error.html")
+        response = Response(f"{status} {title}: {message}\n", status=status, mimetype="text/plain")
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _respond(
+    status: int, code: str, message: str, details: Any = None, retry_after: int | None = None
+) -> Response:
+    if wants_html():
+        return html_error_response(status, message, retry_after)
+    return error_response(status, code, message, details, retry_after)
+
+
 def _chronos_error(exc: ChronosError) -> Response:
     if exc.status_code >= 500 and not isinstance(exc, BackendUnavailable):
         log.error("internal error: %s", exc.message, exc_info=exc)
     retry_after = exc.retry_after if isinstance(exc, RateLimited | BackendUnavailable) else None
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, retry_after)
+    return _respond(exc.status_code, exc.code, exc.message, exc.details, retry_after)
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -46,20 +83,20 @@ def _http_error(exc: HTTPException) -> Response:
         from flask import current_app
 
         limit = current_app.config.get("MAX_CONTENT_LENGTH")
-        return error_response(413, "payload_too_large",
-                              f"the request body is over the limit of {limit} bytes",
-                              {"limit_bytes": limit})  # fmt: skip
+        return _respond(413, "payload_too_large",
+                        f"the request body is over the limit of {limit} bytes",
+                        {"limit_bytes": limit})  # fmt: skip
     code = (exc.name or "error").lower().replace(" ", "_")
-    return error_response(exc.code or 500, code, exc.description or exc.name)
+    return _respond(exc.code or 500, code, exc.description or exc.name)
 
 
 def _invalid(exc: marshmallow.ValidationError) -> Response:
-    return error_response(422, "validation_error", "the input is not valid", exc.messages)
+    return _respond(422, "validation_error", "the input is not valid", exc.messages)
 
 
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
-    return error_response(500, "internal_error", "an unexpected error occurred; see the server log")
+    return _respond(500, "internal_error", "an unexpected error occurred; see the server log")
 
 
 def init_app(app: Flask) -> None:

@@ -9,6 +9,14 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from chronos import __version__
+from chronos.blueprints.analytics import (
+    JobsOutSchema,
+    JobsQuerySchema,
+    SummaryOutSchema,
+    TrendsOutSchema,
+    TrendsQuerySchema,
+    TzQuerySchema,
+)
 from chronos.schemas import (
     ExecutionEventSchema,
     ExecutionListQuerySchema,
@@ -108,6 +116,21 @@ class TriggerListSchema(Schema):
     data = fields.List(fields.Nested(TriggerLifecycleSchema))
 
 
+class SummaryAnswerSchema(Schema):
+    success = fields.Boolean()
+    data = fields.Nested(SummaryOutSchema)
+
+
+class TrendsAnswerSchema(Schema):
+    success = fields.Boolean()
+    data = fields.Nested(TrendsOutSchema)
+
+
+class JobsAnswerSchema(Schema):
+    success = fields.Boolean()
+    data = fields.Nested(JobsOutSchema)
+
+
 _ERRORS = {
     "400": "the body is not JSON or not of the expected shape",
     "401": "missing or invalid API key",
@@ -173,6 +196,8 @@ def build_spec() -> dict[str, Any]:
         "OneResponse": OneResponseSchema, "JobPage": JobPageSchema,
         "ExecutionPage": ExecutionPageSchema, "JobOne": JobOneSchema,
         "ExecutionOne": ExecutionOneSchema, "TriggerList": TriggerListSchema,
+        "AnalyticsSummary": SummaryAnswerSchema, "AnalyticsTrends": TrendsAnswerSchema,
+        "AnalyticsJobs": JobsAnswerSchema,
     }.items():  # fmt: skip
         spec.components.schema(name, schema=schema)
     write_codes = ("400", "401", "403", "413", "422", "429", "503")
@@ -200,4 +225,13 @@ def build_spec() -> dict[str, Any]:
         "Search executions", "ExecutionPage", params=ExecutionListQuerySchema)})  # fmt: skip
     spec.path("/api/executions/{execId}", parameters=[_path_param("execId")],
               operations={"get": _op("Get an execution", "ExecutionOne", codes=job_codes)})
+    spec.path("/api/analytics/summary", operations={"get": _op(
+        "Runs of the last 24 h and of today, success rate, average and p95 duration, jobs by "
+        "health", "AnalyticsSummary", params=TzQuerySchema)})  # fmt: skip
+    spec.path("/api/analytics/trends", operations={"get": _op(
+        "Counts, success rate and p50/p95 per bucket of the user's time zone",
+        "AnalyticsTrends", params=TrendsQuerySchema)})  # fmt: skip
+    spec.path("/api/analytics/jobs", operations={"get": _op(
+        "Per-job runs, success rate, failures, p50/p95/p99, last failure and health",
+        "AnalyticsJobs", params=JobsQuerySchema)})  # fmt: skip
     return spec.to_dict()

@@ -212,6 +212,35 @@ class MetricsStore(abc.ABC):
         end on whole hours (or, for old data, whole UTC days) are widened to them.
         """
 
+    def metric_totals(
+        self, tenant_id: str, job_ids: Sequence[str], start: int, end: int
+    ) -> list[MetricBucket]:
+        """For each job of ``job_ids``, in order, its counts over ``[start, end)``: equal to
+        ``metric_buckets(tenant_id, job_id, [start, end])[0]``, in one go where the backend
+        can batch (a jobs table must not cost a round trip per job). Jobs without metrics get
+        zeros. ``ValueError`` unless ``start < end``."""
+        if end <= start:
+            raise ValueError("end must be after start")
+        return [self.metric_buckets(tenant_id, job_id, [start, end])[0] for job_id in job_ids]
+
+    def duration_quantiles_many(
+        self,
+        tenant_id: str,
+        job_ids: Sequence[str],
+        start: int,
+        end: int,
+        quantiles: Sequence[float],
+    ) -> list[list[float | None]]:
+        """For each job of ``job_ids``, in order, its duration percentiles over
+        ``[start, end)``: equal to ``duration_quantiles(tenant_id, job_id, [start, end],
+        quantiles)[0]``, in one go where the backend can batch. ``ValueError`` as there."""
+        if end <= start:
+            raise ValueError("end must be after start")
+        return [
+            self.duration_quantiles(tenant_id, job_id, [start, end], quantiles)[0]
+            for job_id in job_ids
+        ]
+
 
 class Subscription(abc.ABC):
     """A live feed of events of every tenant; the realtime layer filters by tenant."""

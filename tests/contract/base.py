@@ -932,6 +932,78 @@ class BackendContract:
         assert p50 == pytest.approx(50, abs=3)
         assert backend.duration_quantiles("zeta", None, [T0, T0 + HOUR], [0.5]) == [[None]]
 
+    def _runs_of_several_jobs(self, backend: Backend) -> None:
+        backend.write_executions("acme", [
+            finished("acme", "a1", "a", T0 + MINUTE, duration_ms=100),
+            finished("acme", "a2", "a", T0 + 2 * HOUR, status="failed", duration_ms=300),
+            finished("acme", "a3", "a", T0 + 5 * HOUR, status="cancelled"),
+            finished("acme", "a4", "a", T0 - MINUTE),  # before every window below
+            finished("acme", "b1", "b", T0 + 3 * HOUR + 30 * MINUTE, status="timeout"),
+            finished("acme", "x1", "a|b", T0 + 4 * HOUR, duration_ms=7),
+        ])  # fmt: skip
+        backend.write_executions("zeta", [
+            finished("zeta", "a1", "a", T0 + MINUTE, status="failed", duration_ms=900),
+            finished("zeta", "c1", "c", T0 + MINUTE),
+        ])  # fmt: skip
+
+    @pytest.mark.parametrize(
+        "start,end",
+        [
+            (T0, T0 + DAY),  # whole UTC days
+            (T0, T0 + 3 * HOUR),  # whole hours
+            (T0 + 7 * MINUTE, T0 + 4 * HOUR + 30 * MINUTE),  # neither
+        ],
+    )
+    def test_metric_totals_equal_single_job_calls(
+        self, backend: Backend, start: int, end: int
+    ) -> None:
+        self._runs_of_several_jobs(backend)
+        ids = ["a", "b", "nothing", "a|b", "c"]
+        totals = backend.metric_totals("acme", ids, start, end)
+        assert totals == [backend.metric_buckets("acme", j, [start, end])[0] for j in ids]
+        assert all((t.start, t.end) == (start, end) for t in totals)
+        assert (totals[2].runs, totals[2].duration_count) == (0, 0)  # unknown job
+        assert (totals[4].runs, totals[4].success) == (0, 0)  # another tenant's job
+
+    def test_metric_totals_counts(self, backend: Backend) -> None:
+        self._runs_of_several_jobs(backend)
+        ids = ["a", "b", "nothing", "a|b"]
+        a, b, nothing, ab = backend.metric_totals("acme", ids, T0, T0 + DAY)
+        assert (a.runs, a.success, a.failure, a.duration_count) == (3, 1, 1, 3)
+        assert a.duration_sum_ms == pytest.approx(100 + 300 + 1000)
+        assert (b.runs, b.success, b.failure) == (1, 0, 1)
+        assert (nothing.runs, nothing.failure, nothing.duration_count) == (0, 0, 0)
+        assert (ab.runs, ab.success) == (1, 1)
+        [za, zb] = backend.metric_totals("zeta", ["a", "b"], T0, T0 + DAY)
+        assert (za.runs, za.failure, zb.runs) == (1, 1, 0)
+        assert backend.metric_totals("acme", [], T0, T0 + DAY) == []
+
+    @pytest.mark.parametrize("start,end", [(T0, T0 + DAY), (T0, T0 + 3 * HOUR)])
+    def test_duration_quantiles_many_equal_single_job_calls(
+        self, backend: Backend, start: int, end: int
+    ) -> None:
+        self._runs_of_several_jobs(backend)
+        self._hundred_durations(backend, "q")
+        ids = ["q", "a", "nothing", "a|b", "c"]
+        quantiles = [0.0, 0.5, 0.95, 1.0]
+        many = backend.duration_quantiles_many("acme", ids, start, end, quantiles)
+        single = [backend.duration_quantiles("acme", j, [start, end], quantiles)[0] for j in ids]
+        assert many == single
+        assert many[0][1] == pytest.approx(50, abs=3)
+        assert many[2] == [None] * 4 and many[4] == [None] * 4  # unknown; another tenant's
+        assert many[3] == ([pytest.approx(7, abs=0.5)] * 4 if end > T0 + 4 * HOUR else [None] * 4)
+        [[z50]] = backend.duration_quantiles_many("zeta", ["a"], start, end, [0.5])
+        assert z50 == pytest.approx(900, abs=1)
+        assert backend.duration_quantiles_many("acme", [], start, end, [0.5]) == []
+
+    def test_batched_metric_reads_reject_bad_input(self, backend: Backend) -> None:
+        with pytest.raises(ValueError):
+            backend.metric_totals("acme", ["a"], T0, T0)
+        with pytest.raises(ValueError):
+            backend.duration_quantiles_many("acme", ["a"], T0 + HOUR, T0, [0.5])
+        with pytest.raises(ValueError):
+            backend.duration_quantiles_many("acme", ["a"], T0, T0 + HOUR, [1.5])
+
     # job state ---------------------------------------------------------------------------
     def test_job_state_follows_latest_run(self, backend: Backend) -> None:
         backend.upsert_jobs("acme", [make_job("acme", "j")], T0)

@@ -28,6 +28,11 @@ def check_edges(edges: Sequence[int]) -> None:
         raise ValueError("edges must be strictly increasing, with at least two of them")
 
 
+def check_quantiles(quantiles: Sequence[float]) -> None:
+    if not quantiles or any(not 0 <= q <= 1 for q in quantiles):
+        raise ValueError("quantiles must be a non-empty list of numbers in [0, 1]")
+
+
 def _floor(ms: int, step: int) -> int:
     return ms - ms % step
 
@@ -43,6 +48,13 @@ class RedisMetrics(RedisCore, MetricsStore):
             return "raw"
         return "1h"
 
+    def _range(self, key: str, res: str, start: int, end: int) -> list[Any]:
+        """``TS.RANGE`` of one series over ``[start, end)`` at resolution ``res``."""
+        args: list[Any] = ["TS.RANGE", key, start, end - 1]
+        if res != "raw":
+            args.append("LATEST")  # include the still-open compaction bucket
+        return args
+
     @translated
     def metric_buckets(
         self, tenant_id: str, job_id: str | None, edges: Sequence[int]
@@ -53,22 +65,57 @@ class RedisMetrics(RedisCore, MetricsStore):
         pipe = self.client().pipeline(transaction=False)
         for metric in METRICS:
             key = self.keys.series(tenant_id, job_id, metric, res)
-            args = ["TS.RANGE", key, start, edges[-1] - 1]
-            if res != "raw":
-                args.append("LATEST")  # include the still-open compaction bucket
-            pipe.execute_command(*args)
+            pipe.execute_command(*self._range(key, res, start, edges[-1]))
         replies = pipe.execute(raise_on_error=False)
         buckets = [MetricBucket(start=a, end=b) for a, b in zip(edges, edges[1:])]
         inner = list(edges[1:-1])
         for metric, reply in zip(METRICS, replies):
-            if isinstance(reply, Exception):
-                if "does not exist" in str(reply).lower():
-                    continue  # nothing was ever counted in this scope
-                raise reply
-            for ts, value in reply:
+            for ts, value in _samples(reply):
                 bucket = buckets[bisect.bisect_right(inner, int(ts))]
                 _add(bucket, metric, float(value))
         return buckets
+
+    @translated
+    def metric_totals(
+        self, tenant_id: str, job_ids: Sequence[str], start: int, end: int
+    ) -> list[MetricBucket]:
+        """One pipelined round trip: per job and metric, the series summed by the server."""
+        check_edges([start, end])
+        res = self._resolution([start, end], self.clock())
+        first = _floor(start, RESOLUTION_MS[res])
+        pipe = self.client().pipeline(transaction=False)
+        for job_id in job_ids:
+            for metric in METRICS:
+                key = self.keys.series(tenant_id, job_id, metric, res)
+                pipe.execute_command(*self._range(key, res, first, end),
+                                     "ALIGN", "-", "AGGREGATION", "sum", end - first)  # fmt: skip
+        replies = pipe.execute(raise_on_error=False) if job_ids else []
+        result = []
+        for i in range(len(job_ids)):
+            bucket = MetricBucket(start=start, end=end)
+            for metric, reply in zip(METRICS, replies[i * len(METRICS) : (i + 1) * len(METRICS)]):
+                for _, value in _samples(reply):
+                    _add(bucket, metric, float(value))
+            result.append(bucket)
+        return result
+
+    def _quantile_call(
+        self,
+        tenant_id: str,
+        job_id: str | None,
+        a: int,
+        b: int,
+        quantiles: Sequence[float],
+        now: int,
+    ) -> tuple[list[str], list[Any]]:
+        """The ``QUANTILES`` call for bucket ``[a, b)``: the sketches it is widened to."""
+        grain = "h" if a >= now - HOURLY_SKETCH_RETENTION_MS + SKETCH_GRAINS["h"] else "d"
+        step = SKETCH_GRAINS[grain]
+        sources = [
+            self.keys.sketch(tenant_id, job_id, grain, t) for t in range(_floor(a, step), b, step)
+        ]
+        scratch = self.keys.scratch(f"td:{uuid.uuid4().hex}")
+        return [scratch, *sources], [repr(float(q)) for q in quantiles]
 
     @translated
     def duration_quantiles(
@@ -79,27 +126,50 @@ class RedisMetrics(RedisCore, MetricsStore):
         quantiles: Sequence[float],
     ) -> list[list[float | None]]:
         check_edges(edges)
-        if not quantiles or any(not 0 <= q <= 1 for q in quantiles):
-            raise ValueError("quantiles must be a non-empty list of numbers in [0, 1]")
+        check_quantiles(quantiles)
         now = self.clock()
-        calls: list[tuple[list[str], list[Any]]] = []
-        for a, b in zip(edges, edges[1:]):
-            grain = "h" if a >= now - HOURLY_SKETCH_RETENTION_MS + SKETCH_GRAINS["h"] else "d"
-            step = SKETCH_GRAINS[grain]
-            sources = [
-                self.keys.sketch(tenant_id, job_id, grain, t)
-                for t in range(_floor(a, step), b, step)
-            ]
-            scratch = self.keys.scratch(f"td:{uuid.uuid4().hex}")
-            calls.append(([scratch, *sources], [repr(float(q)) for q in quantiles]))
-        result: list[list[float | None]] = []
-        for reply in self.run_scripts("QUANTILES", calls):
-            if reply is None:
-                result.append([None] * len(quantiles))
-                continue
-            values = [float(v) for v in reply]
-            result.append([None if math.isnan(v) else v for v in values])
-        return result
+        calls = [
+            self._quantile_call(tenant_id, job_id, a, b, quantiles, now)
+            for a, b in zip(edges, edges[1:])
+        ]
+        return [_quantile_values(r, len(quantiles)) for r in self.run_scripts("QUANTILES", calls)]
+
+    @translated
+    def duration_quantiles_many(
+        self,
+        tenant_id: str,
+        job_ids: Sequence[str],
+        start: int,
+        end: int,
+        quantiles: Sequence[float],
+    ) -> list[list[float | None]]:
+        """One pipelined round trip: a ``QUANTILES`` call per job."""
+        check_edges([start, end])
+        check_quantiles(quantiles)
+        if not job_ids:
+            return []
+        now = self.clock()
+        calls = [
+            self._quantile_call(tenant_id, job_id, start, end, quantiles, now) for job_id in job_ids
+        ]
+        return [_quantile_values(r, len(quantiles)) for r in self.run_scripts("QUANTILES", calls)]
+
+
+def _samples(reply: Any) -> list[Any]:
+    """The samples of a ``TS.RANGE`` reply; none for a series never created (nothing was
+    counted in that scope)."""
+    if isinstance(reply, Exception):
+        if "does not exist" in str(reply).lower():
+            return []
+        raise reply
+    return list(reply)
+
+
+def _quantile_values(reply: Any, n: int) -> list[float | None]:
+    if reply is None:
+        return [None] * n
+    values = [float(v) for v in reply]
+    return [None if math.isnan(v) else v for v in values]
 
 
 def _add(bucket: MetricBucket, metric: str, value: float) -> None:

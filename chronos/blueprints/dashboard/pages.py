@@ -14,7 +14,6 @@ from flask import abort, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from chronos import analytics, charts, cron, formatting
-from chronos.backends.base import Backend
 from chronos.blueprints.dashboard import admin_required, bp, login_required
 from chronos.extension import get_backend
 from chronos.health import HEALTHS, job_health
@@ -87,26 +86,13 @@ def _next_run(job: Job, now: int) -> int | None:
         return None
 
 
-def _scan_jobs(backend: Backend, tenant: str, wanted: tuple[str, ...], limit: int,
-               now: int) -> list[Job]:  # fmt: skip
-    """Jobs whose health is in ``wanted`` (health depends on the time, so it is scanned)."""
-    found: list[Job] = []
-    cursor = None
-    for _ in range(20):
-        page = backend.list_jobs(tenant, JobQuery(limit=1000, cursor=cursor))
-        found += [j for j in page.items if job_health(j, now) in wanted]
-        cursor = page.next_cursor
-        if cursor is None or len(found) >= limit:
-            break
-    return found[:limit]
-
-
 @bp.get("/")
 @login_required
 def overview() -> str:
     backend, tenant, now = get_backend(), _tenant(), now_ms()
-    summary = analytics.summary(backend, tenant, now, g.tz)
-    attention = _scan_jobs(backend, tenant, ATTENTION, 20, now)
+    every_job = analytics.all_jobs(backend, tenant)
+    summary = analytics.summary(backend, tenant, now, g.tz, every_job)
+    attention = [job for job in every_job if job_health(job, now) in ATTENTION][:20]
     recent = backend.search_executions(tenant, ExecutionQuery(since=now - DAY, limit=20)).items
     return render_template("overview.html", summary=summary, attention=attention,
                            recent=recent, health=job_health, now=now)  # fmt: skip
@@ -163,17 +149,29 @@ def _range(now: int) -> tuple[str, int, int, str]:
     return chosen, start, end, bucket
 
 
+def _trends(tenant: str, job_id: str | None, chosen: str, start: int, end: int,
+            bucket: str) -> tuple[list[analytics.TrendPoint], str]:  # fmt: skip
+    """The trend in ``bucket``s, or in the range's default bucket when the URL asked for one
+    that does not fit (too many buckets, or not a bucket at all)."""
+    backend = get_backend()
+    try:
+        return analytics.trends(backend, tenant, job_id, start, end, bucket, g.tz), bucket
+    except analytics.RangeError:
+        fallback = analytics.default_bucket(chosen, start, end)
+        return analytics.trends(backend, tenant, job_id, start, end, fallback, g.tz), fallback
+
+
 def _search_url(**params: Any) -> str:
     return url_for(".search") + "?" + urlencode({k: v for k, v in params.items() if v})
 
 
-def _charts(trend: list[dict[str, Any]], job_id: str | None) -> dict[str, Any]:
+def _charts(trend: list[analytics.TrendPoint], job_id: str | None) -> dict[str, Any]:
     bars, points = [], []
     for bucket in trend:
-        label = formatting.local_time(parse_timestamp(bucket["start"]), g.tz, seconds=False)
-        href = _search_url(job=job_id, **{"from": bucket["start"], "to": bucket["end"]})
-        bars.append(charts.Bar(label, bucket["success"], bucket["failure"], href))
-        points.append(charts.Point(label, (bucket["p50"], bucket["p95"])))
+        label = formatting.local_time(bucket.start, g.tz, seconds=False)
+        href = _search_url(job=job_id, **{"from": to_iso(bucket.start), "to": to_iso(bucket.end)})
+        bars.append(charts.Bar(label, bucket.success, bucket.failure, href))
+        points.append(charts.Point(label, (bucket.p50, bucket.p95)))
     return {
         "outcomes": charts.stacked_bars(bars, "Successful and failed runs per bucket"),
         "durations": charts.lines(points, ("p50", "p95"), "Duration per bucket", " ms"),
@@ -188,7 +186,7 @@ def job_detail(job_id: str) -> str:
     if job is None:
         abort(404, f"no job {job_id!r}")
     chosen, start, end, bucket = _range(now)
-    trend = analytics.trends(backend, tenant, job_id, start, end, bucket, g.tz)
+    trend, bucket = _trends(tenant, job_id, chosen, start, end, bucket)
     (totals,) = backend.metric_buckets(tenant, job_id, [start, end])
     (quantiles,) = backend.duration_quantiles(tenant, job_id, [start, end], [0.5, 0.95, 0.99])
     fires: list[int] = []
@@ -293,10 +291,11 @@ def analytics_page() -> str:
     backend, tenant, now = get_backend(), _tenant(), now_ms()
     chosen, start, end, bucket = _range(now)
     job_id = request.args.get("job") or None
-    trend = analytics.trends(backend, tenant, job_id, start, end, bucket, g.tz)
+    trend, bucket = _trends(tenant, job_id, chosen, start, end, bucket)
     sort = request.args.get("sort", "runs")
-    order = request.args.get("order", "desc")
-    table = analytics.jobs_table(backend, tenant, start, end, sort, order)
+    sort = sort if sort in analytics.SORT_KEYS else "runs"
+    order = "asc" if request.args.get("order") == "asc" else "desc"
+    table = analytics.jobs_table(backend, tenant, start, end, sort=sort, order=order, now=now).rows
     base = {k: v for k, v in request.args.items() if k not in ("sort", "order") and v}
     return render_template(
         "analytics.html", chart=_charts(trend, job_id), trend=trend, table=table, range=chosen,

@@ -1,0 +1,49 @@
+"""Browser-facing hardening: session cookie flags, proxy trust and security headers.
+
+Every response outside ``/api/`` carries a strict Content-Security-Policy: scripts and styles
+come only from Chronos itself, so templates hold no inline ``<script>``, ``style=`` or ``on...=``
+attributes. The JSON API is for programs and gets none of these headers.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask, Response, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from chronos.errors import ConfigError
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _add_headers(response: Response) -> Response:
+    if not request.path.startswith("/api/"):
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Set the session cookie flags and lifetime, trust the proxy if told, add the headers."""
+    hours = app.config["CHRONOS_SESSION_HOURS"]
+    if not isinstance(hours, int) or hours < 1:
+        raise ConfigError(f"CHRONOS_SESSION_HOURS must be at least 1, got {hours!r}")
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=hours)
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = bool(app.config["CHRONOS_SECURE_COOKIES"])
+    if app.config["CHRONOS_TRUST_PROXY"]:
+        # One proxy hop: the client address, scheme, host and prefix it forwards.
+        proxied = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
+        app.wsgi_app = proxied  # type: ignore[method-assign]
+    app.after_request(_add_headers)
