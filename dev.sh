@@ -52,6 +52,24 @@ ensure_venv() {
     touch "$stamp"
 }
 
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright; without it they
+# fail (never skip), so install it when we can.
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ]; then
+        return
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing chromium for the browser tests"
+        if ! { apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+            echo "could not install chromium: the browser tests will fail" >&2
+        fi
+    else
+        echo "the browser tests need Chromium at /usr/bin/chromium and will fail without it:" \
+            "run 'sudo apt-get install chromium'" >&2
+    fi
+}
+
 case "${1:-}" in
     run)
         shift
@@ -61,6 +79,7 @@ case "${1:-}" in
     test)
         shift
         ensure_venv test
+        ensure_chromium
         "$VENV/bin/python" -m ruff check .
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

@@ -6,6 +6,7 @@ Charts carry a ``<title>`` per bar (a native tooltip) and a text summary for scr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,10 @@ def _nice_max(value: float) -> float:
     return value
 
 
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 or value == 0 else f"{value:,.1f}"
+
+
 def _open(title: str) -> str:
     return (f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
             f'aria-label="{escape(title)}"><title>{escape(title)}</title>')  # fmt: skip
@@ -48,16 +53,21 @@ def _axis(top: float, unit: str) -> str:
     parts = []
     for fraction in (0, 0.5, 1):
         y = HEIGHT - PAD_BOTTOM - fraction * (HEIGHT - PAD_BOTTOM - PAD_TOP)
-        value = top * fraction
-        text = f"{value:,.0f}" if value >= 10 or value == 0 else f"{value:,.1f}"
+        text = _number(top * fraction)
         parts.append(f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH}" y1="{y:.1f}" '
                      f'y2="{y:.1f}"/><text class="axis" x="{PAD_LEFT - 4}" y="{y + 4:.1f}" '
                      f'text-anchor="end">{escape(text + unit)}</text>')  # fmt: skip
     return "".join(parts)
 
 
+#: About how wide an axis label's character is (11 px text), in viewBox units.
+CHAR_WIDTH = 7
+
+
 def _labels(labels: Sequence[str], slot: float) -> str:
-    every = max(1, len(labels) // 8)
+    # At most 8 labels, and far enough apart not to overlap ("2026-11-28 00:00 CET" is wide).
+    widest = max((len(label) for label in labels), default=0) * CHAR_WIDTH + 8
+    every = max(1, len(labels) // 8, math.ceil(widest / slot) if slot > 0 else 1)
     out = []
     for i, label in enumerate(labels):
         if i % every == 0:
@@ -116,7 +126,7 @@ def lines(points: Sequence[Point], series: Sequence[str], title: str, unit: str)
             path.append(f"{'L' if pen_down else 'M'}{x:.1f},{y:.1f}")
             pen_down = True
             out.append(f'<circle class="s{s}" cx="{x:.1f}" cy="{y:.1f}" r="2.5">'
-                       f'<title>{escape(f"{point.label} {name}: {value:,.0f}{unit}")}</title>'
+                       f'<title>{escape(f"{point.label} {name}: {_number(value)}{unit}")}</title>'
                        f"</circle>")  # fmt: skip
         out.append(f'<path class="s{s}" d="{" ".join(path)}"/>')
     legend = "".join(f'<text class="legend s{s}" x="{PAD_LEFT + 8 + 90 * s}" y="{PAD_TOP + 12}">'

@@ -9,9 +9,10 @@
    - Each <tbody data-live-prepend="execution"> gets a row per execution event, newest first,
      at most 50 rows; a row for an execution already shown is replaced in place. The row is a
      clone of <template id="live-execution-row"> when the page has one: its [data-field]
-     elements get execId, jobId, status, startedAt (local time), finishedAt, durationMs,
-     exitCode; [data-field="status"] also gets the class status-<status>; a[data-href-exec]
-     links to /executions/<execId> and a[data-href-job] to /jobs/<jobId>.
+     elements get execId, jobId, status, startedAt and finishedAt (local times), durationMs
+     and exitCode, times and durations written as the server writes them;
+     [data-field="status"] also gets the class status-<status>; a[data-href-exec] links to
+     /executions/<execId> and a[data-href-job] to /jobs/<jobId>.
    - The browser's time zone goes into the "tz" cookie, so pages render local times.
    The server pings every 20 s; 60 s without any message means the link is dead. */
 (function () {
@@ -53,21 +54,37 @@
 
   /* ---- rendering execution rows ---- */
 
+  function pad(n) {
+    return (n < 10 ? "0" : "") + n;
+  }
+
+  /* As the server writes times (chronos.formatting.local_time): "2026-11-28 18:00:05 CET",
+     so that live rows match the rendered ones (the server uses this browser's zone too). */
   function localTime(value) {
     if (value === null || value === undefined || value === "") return "";
     var date = new Date(typeof value === "number" ? value : String(value));
-    return isNaN(date.getTime()) ? String(value) : date.toLocaleString();
+    if (isNaN(date.getTime())) return String(value);
+    var zone = "";
+    try {
+      zone = new Intl.DateTimeFormat("en-GB", { timeZoneName: "short" }).formatToParts(date)
+        .filter(function (p) { return p.type === "timeZoneName"; })
+        .map(function (p) { return p.value; })[0] || "";
+    } catch (e) { /* an old browser: no zone name */ }
+    return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) +
+      " " + pad(date.getHours()) + ":" + pad(date.getMinutes()) + ":" +
+      pad(date.getSeconds()) + (zone ? " " + zone : "");
   }
 
+  /* As chronos.formatting.duration: "350 ms", "4.2 s", "3 min 05 s", "2 h 04 min". */
   function duration(ms) {
     if (ms === null || ms === undefined || ms === "") return "–";
     ms = Number(ms);
     if (!isFinite(ms)) return "–";
     if (ms < 1000) return Math.round(ms) + " ms";
-    if (ms < 60000) return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
-    var s = Math.round(ms / 1000);
-    if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
-    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+    if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
+    var s = Math.floor(ms / 1000);
+    if (s < 3600) return Math.floor(s / 60) + " min " + pad(s % 60) + " s";
+    return Math.floor(s / 3600) + " h " + pad(Math.floor((s % 3600) / 60)) + " min";
   }
 
   function fieldText(name, data) {

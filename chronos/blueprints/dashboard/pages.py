@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from flask import abort, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -28,7 +28,9 @@ PAGE = 50
 
 
 def _tz() -> str:
-    return formatting.zone(request.args.get("tz") or request.cookies.get("tz"))
+    # live.js writes the cookie with encodeURIComponent ("Europe%2FParis"); cookies are not
+    # percent-decoded for us.
+    return formatting.zone(request.args.get("tz") or unquote(request.cookies.get("tz") or ""))
 
 
 @bp.app_template_filter("local")
@@ -165,16 +167,27 @@ def _search_url(**params: Any) -> str:
     return url_for(".search") + "?" + urlencode({k: v for k, v in params.items() if v})
 
 
+def _duration_unit(trend: list[analytics.TrendPoint]) -> tuple[float, str]:
+    """The unit the duration chart reads best in: ``(ms per unit, suffix)``."""
+    top = max((v for b in trend for v in (b.p50, b.p95) if v is not None), default=0.0)
+    for per, unit in ((HOUR, " h"), (60_000, " min"), (1000, " s")):
+        if top >= 2 * per:
+            return per, unit
+    return 1, " ms"
+
+
 def _charts(trend: list[analytics.TrendPoint], job_id: str | None) -> dict[str, Any]:
     bars, points = [], []
+    per, unit = _duration_unit(trend)
     for bucket in trend:
         label = formatting.local_time(bucket.start, g.tz, seconds=False)
         href = _search_url(job=job_id, **{"from": to_iso(bucket.start), "to": to_iso(bucket.end)})
         bars.append(charts.Bar(label, bucket.success, bucket.failure, href))
-        points.append(charts.Point(label, (bucket.p50, bucket.p95)))
+        durations = tuple(None if v is None else v / per for v in (bucket.p50, bucket.p95))
+        points.append(charts.Point(label, durations))
     return {
         "outcomes": charts.stacked_bars(bars, "Successful and failed runs per bucket"),
-        "durations": charts.lines(points, ("p50", "p95"), "Duration per bucket", " ms"),
+        "durations": charts.lines(points, ("p50", "p95"), "Duration per bucket", unit),
     }
 
 
