@@ -28,6 +28,7 @@ wall-clock candidates with croniter, converts each with ``fold=0`` and skips tho
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -55,10 +56,12 @@ _DAY_TOKENS = (
 _MONTH_TOKENS = {str(i): m for i, m in enumerate(_MONTHS, 1)} | {m[:3].lower(): m for m in _MONTHS}
 
 
+@functools.lru_cache(maxsize=4096)
 def validate(expr: str) -> None:
     """Raise ``ValueError`` unless ``expr`` is a 5-field cron, or 6 with seconds first.
 
     The one place these rules live; the API's validation (``chronos.schemas``) calls it.
+    Cached: a valid expression is checked once (invalid ones raise each time).
     """
     parts = expr.split()
     if len(parts) not in (5, 6):
@@ -70,11 +73,13 @@ def validate(expr: str) -> None:
         raise ValueError(f"{expr!r} is not a valid cron expression")
 
 
+@functools.lru_cache(maxsize=16384)
 def next_fire(expr: str, timezone: str, after: int) -> int:
     """The first instant strictly after ``after`` at which ``expr`` fires in ``timezone``.
 
     Raises ``ValueError`` for an invalid expression or time zone, and for an expression that
-    never matches (``0 0 30 2 *``).
+    never matches (``0 0 30 2 *``). A pure function of its arguments, so it is memoized: the
+    scanner asks the same question for every job that shares a schedule and an instant.
     """
     validate(expr)
     zone = _zone(timezone)

@@ -276,6 +276,11 @@ class EventBus(abc.ABC):
     def publish(self, event: Event) -> None:
         """Deliver the event to every current subscription (at most once each, in order)."""
 
+    def publish_many(self, events: Sequence[Event]) -> None:
+        """``publish`` each, in order, in one go where the backend can batch."""
+        for event in events:
+            self.publish(event)
+
     @abc.abstractmethod
     def subscribe(self) -> Subscription:
         """A subscription that sees every event published after this call returns."""

@@ -143,10 +143,11 @@ def fire_due(backend: Backend, now: int, owner: str, settings: ScanSettings,
     backend.enqueue_triggers(triggers)  # before advancing: a crash in between only refires
     backend.advance_fires(advances)
     report.fired += len(triggers)
-    for trigger in triggers:
-        backend.publish(Event(trigger.tenant_id, "trigger", {
-            "jobId": trigger.job_id, "triggerId": trigger.trigger_id,
-            "scheduledFor": trigger.scheduled_for, "status": "scheduled"}))  # fmt: skip
+    backend.publish_many([
+        Event(t.tenant_id, "trigger", {"jobId": t.job_id, "triggerId": t.trigger_id,
+                                       "scheduledFor": t.scheduled_for, "status": "scheduled"})
+        for t in triggers
+    ])  # fmt: skip
     return len(due)
 
 

@@ -85,6 +85,16 @@ class RedisRealtime(RedisCore, EventBus, SchedulerStore, RateLimiter):
         self.client().publish(self.keys.events_channel(event.tenant_id), payload)
 
     @translated
+    def publish_many(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        pipe = self.client().pipeline(transaction=False)
+        for event in events:
+            payload = json.dumps({"type": event.type, "data": event.data}, separators=(",", ":"))
+            pipe.publish(self.keys.events_channel(event.tenant_id), payload)
+        pipe.execute()
+
+    @translated
     def subscribe(self) -> Subscription:
         return RedisSubscription(self.client(), self.keys)
 
