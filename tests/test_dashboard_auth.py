@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer, Tenants
+from conftest import LiveServer, Tenants, WSClient
 from flask import Flask
 from flask.testing import FlaskClient
 from simple_websocket import Client, ConnectionClosed
@@ -408,13 +408,13 @@ def test_live_socket_accepts_a_dashboard_session(dash: Dashboard, live: LiveServ
     cookie = dash.client.get_cookie("session")
     assert cookie is not None
     url = live.url.replace("http://", "ws://") + "/ws/live"
-    ws = Client.connect(url, headers={"Cookie": f"session={cookie.value}"})
+    ws = WSClient.connect(url, headers={"Cookie": f"session={cookie.value}"})
     try:
         assert receive_json(ws) == {"type": "hello"}
     finally:
         with contextlib.suppress(ConnectionClosed, OSError):
             ws.close()
-    anonymous = Client.connect(url)
+    anonymous = WSClient.connect(url)
     try:
         message = receive_json(anonymous)
         assert message is not None and message["type"] == "error"

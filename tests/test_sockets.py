@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import LiveServer
+from conftest import LiveServer, WSClient
 from flask import Flask
 from simple_websocket import Client, ConnectionClosed
 
@@ -25,7 +25,7 @@ def ws_url(live: LiveServer, path: str) -> str:
 
 def connect(live: LiveServer, path: str, key: str | None) -> Client:
     headers = {"x-api-key": key} if key else {}
-    return Client.connect(ws_url(live, path), headers=headers)
+    return WSClient.connect(ws_url(live, path), headers=headers)
 
 
 def close(ws: Client) -> None:
