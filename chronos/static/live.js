@@ -171,6 +171,17 @@
 
   /* ---- the connection ---- */
 
+  // A job registered or changed elsewhere: say so on pages that list jobs
+  // (elements with data-live-notice), rather than reshuffling the list under the reader.
+  function noteJobChange(data) {
+    if (!data || !data.jobId) return;
+    var what = data.outcome === "created" ? "was registered" : "changed";
+    Array.prototype.forEach.call(document.querySelectorAll("[data-live-notice]"), function (el) {
+      el.textContent = "Job " + data.jobId + " " + what + "; reload to see it.";
+      el.hidden = false;
+    });
+  }
+
   function start(liveUrl) {
     var url = new URL(liveUrl, window.location.href);
     url.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
@@ -226,6 +237,7 @@
           setStatus("offline", message.error || "refused");
         }
         if (message.type === "execution") prependExecution(message.data);
+        if (message.type === "job") noteJobChange(message.data);
         document.dispatchEvent(new CustomEvent("chronos:event", { detail: message }));
       };
       ws.onclose = function (event) {

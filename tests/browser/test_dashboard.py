@@ -548,6 +548,20 @@ def test_new_execution_appears_live_within_2s_for_its_tenant_only(
     assert "exz-live-001" not in alice.page.content()
     expect(alice.page.locator(rows)).to_have_count(before_alice + 1)
 
+    # A job registered meanwhile is announced on the open overview, to its tenant only.
+    request = urllib.request.Request(
+        alice.base + "/api/ingest/jobs/register", method="POST",
+        data=json.dumps({"jobs": [{"id": "job:brand-new", "schedule": "0 7 * * *"}]}).encode(),
+        headers={"content-type": "application/json",
+                 "x-api-key": seeded.ingest_keys["acme"]})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+    notice = alice.page.locator("[data-live-notice]")
+    expect(notice).to_be_visible(timeout=2000)
+    expect(notice).to_contain_text("job:brand-new")
+    zed.page.wait_for_timeout(500)
+    expect(zed.page.locator("[data-live-notice]")).to_be_hidden()
+
     row.get_by_role("link", name="exa-live-001").click()
     expect(alice.page).to_have_url(alice.base + "/executions/exa-live-001")
     expect(alice.page.locator("h1 .badge")).to_have_text("success")
