@@ -122,14 +122,13 @@ class Keys:
         """Sorted set of every tenant's next fire times (score = epoch ms)."""
         return f"{self.prefix}schedule"
 
-    @staticmethod
-    def schedule_member(tenant_id: str, job_id: str) -> str:
-        return f"{enc(tenant_id)}:{enc(job_id)}"
+    @classmethod
+    def schedule_member(cls, tenant_id: str, job_id: str) -> str:
+        return cls.pair(tenant_id, job_id)
 
-    @staticmethod
-    def parse_schedule_member(member: str) -> tuple[str, str]:
-        tenant, _, job = member.partition(":")
-        return dec(tenant), dec(job)
+    @classmethod
+    def parse_schedule_member(cls, member: str) -> tuple[str, str]:
+        return cls.parse_pair(member)
 
     def trigger_stream(self, tenant_id: str, job_id: str) -> str:
         """Stream of a job's fired triggers; its consumer group ``runners`` hands each one to
