@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cleanup_prefix
 from flask import Flask, request
 from flask.testing import FlaskClient
 
@@ -16,26 +14,6 @@ from chronos import create_app
 from chronos.embedded import free_port
 from chronos.errors import ConfigError
 from chronos.extension import Chronos, get_backend, get_state
-
-
-@pytest.fixture
-def app(redis_stack_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(
-        {
-            "CHRONOS_BACKEND_URL": redis_stack_url,
-            "CHRONOS_KEY_PREFIX": key_prefix,
-            "CHRONOS_DATA_DIR": str(tmp_path),
-            "TESTING": True,
-        }
-    )
-    yield app
-    get_state(app).close()
-    cleanup_prefix(redis_stack_url, key_prefix)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 @pytest.fixture

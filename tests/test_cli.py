@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import cleanup_prefix
 from flask import Flask
 from flask.testing import FlaskCliRunner
 
@@ -18,21 +16,6 @@ from chronos.cli import chronos_cli, main
 from chronos.extension import get_state
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
-
-
-@pytest.fixture
-def app(redis_stack_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(
-        {
-            "CHRONOS_BACKEND_URL": redis_stack_url,
-            "CHRONOS_KEY_PREFIX": key_prefix,
-            "CHRONOS_DATA_DIR": str(tmp_path),
-            "TESTING": True,
-        }
-    )
-    yield app
-    get_state(app).close()
-    cleanup_prefix(redis_stack_url, key_prefix)
 
 
 @pytest.fixture
