@@ -7,6 +7,7 @@ to and from the wire format with marshmallow schemas.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -138,6 +139,53 @@ class Execution:
         if self.finished_at is not None and self.finished_at >= self.started_at:
             return self.finished_at - self.started_at
         return None
+
+
+#: Upper bounds (ms) of the all-time duration histogram of each job (``JobTotals.buckets``);
+#: one more, unbounded bucket follows. Counts are stored per bound, so changing this list
+#: leaves counts already stored under a bound that is gone out of the histogram.
+DURATION_BUCKETS_MS: tuple[int, ...] = (
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000, 600_000,
+    1_800_000, 3_600_000, 10_800_000, 21_600_000,
+)  # fmt: skip
+
+
+def duration_bucket(duration_ms: float) -> int:
+    """The index of the histogram bucket holding ``duration_ms``: the first bound it does not
+    exceed, or ``len(DURATION_BUCKETS_MS)`` for the unbounded last bucket."""
+    return bisect.bisect_left(DURATION_BUCKETS_MS, duration_ms)
+
+
+@dataclass(slots=True)
+class JobTotals:
+    """All-time counts of one job's terminal executions: never windowed, so they only grow
+    (which is what a Prometheus counter needs)."""
+
+    runs: int = 0
+    #: Runs per terminal status.
+    statuses: dict[str, int] = field(default_factory=dict)
+    duration_sum_ms: float = 0.0
+    duration_count: int = 0
+    #: Runs per duration bucket (not cumulative): ``buckets[i]`` counts durations up to
+    #: ``DURATION_BUCKETS_MS[i]`` and above the bound before it; the last one, the rest.
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS_MS) + 1))
+
+    @property
+    def success(self) -> int:
+        return self.statuses.get("success", 0)
+
+    @property
+    def failure(self) -> int:
+        return sum(self.statuses.get(status, 0) for status in FAILURE_STATUSES)
+
+    def add(self, status: str, duration_ms: float | None) -> None:
+        """Count one terminal run; a missing or negative duration counts in no bucket."""
+        self.runs += 1
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if duration_ms is not None and duration_ms >= 0:
+            self.duration_sum_ms += duration_ms
+            self.duration_count += 1
+            self.buckets[duration_bucket(duration_ms)] += 1
 
 
 WriteOutcome = Literal["created", "updated", "duplicate"]

@@ -26,6 +26,7 @@ from chronos.models import (
     ExecutionQuery,
     Job,
     JobQuery,
+    JobTotals,
     MetricBucket,
     Page,
     Trigger,
@@ -155,7 +156,8 @@ class ExecutionStore(abc.ABC):
           outcome ``"duplicate"``.
 
         A record's first terminal status is counted once in the metrics (at ``finished_at``,
-        else ``started_at``), its duration added to the percentile sketches, and the job's
+        else ``started_at``) and in the job's totals (see ``job_totals``), its duration added
+        to the percentile sketches, and the job's
         ``state`` (last finished run) advanced if the job exists and this run started no
         earlier than the recorded last run; ``last_success_at``/``last_failure_at`` only move
         forward, whatever order runs arrive in; ``running`` records leave ``state`` alone.
@@ -222,6 +224,20 @@ class MetricsStore(abc.ABC):
         if end <= start:
             raise ValueError("end must be after start")
         return [self.metric_buckets(tenant_id, job_id, [start, end])[0] for job_id in job_ids]
+
+    @abc.abstractmethod
+    def job_totals(self, tenant_id: str, job_ids: Sequence[str]) -> list[JobTotals]:
+        """For each job of ``job_ids``, in order, the all-time totals of its terminal
+        executions: runs, runs per status, duration sum and count, and the duration histogram
+        over ``models.DURATION_BUCKETS_MS``. In one go (a scrape of a tenant's jobs must not
+        cost a round trip per job).
+
+        ``write_executions`` counts each record's first terminal status here once, with the
+        same idempotency as the metrics, however long ago it ran (no retention window applies)
+        and whether or not the job is registered. Totals never decrease, except that a backend
+        may forget those of a job that recorded no run for ``metrics_retention_ms`` (they start
+        again from zero). Jobs without runs get zeros.
+        """
 
     def duration_quantiles_many(
         self,
@@ -404,11 +420,12 @@ class RateLimiter(abc.ABC):
     """Fixed-window counters shared by every process of the installation."""
 
     @abc.abstractmethod
-    def hit(self, name: str, limit: int, window_ms: int, now: int) -> int:
-        """Count one hit on ``name`` in the window of ``window_ms`` that contains ``now``.
+    def hit(self, name: str, limit: int, window_ms: int, now: int, cost: int = 1) -> int:
+        """Count ``cost`` hits on ``name`` in the window of ``window_ms`` that contains ``now``.
 
-        Returns 0 while the window has seen at most ``limit`` hits (this one included), else
+        Returns 0 while the window has seen at most ``limit`` hits (these included), else
         the milliseconds until the window ends (always at least 1). Atomic across processes.
+        ``cost=0`` counts nothing: it only tells whether the window is already over the limit.
         """
 
 

@@ -31,6 +31,7 @@ from chronos.models import (
     Job,
     JobQuery,
     JobState,
+    JobTotals,
     MetricBucket,
     Page,
     User,
@@ -93,6 +94,7 @@ class MemoryBackend(MemoryTriggers, Backend):
         self._job_seq: dict[str, int] = {}
         self._executions: dict[str, dict[str, _StoredExecution]] = {}
         self._metrics: dict[tuple[str, str | None], MetricSeries] = {}
+        self._totals: dict[tuple[str, str], JobTotals] = {}
         self._next_fire: dict[tuple[str, str], int] = {}
         self._fire_index: list[tuple[int, str, str]] = []
         self._claims: dict[tuple[str, str, int], int] = {}
@@ -270,6 +272,7 @@ class MemoryBackend(MemoryTriggers, Backend):
         duration = e.effective_duration_ms()
         for scope in ((e.tenant_id, e.job_id), (e.tenant_id, None)):
             self._metrics.setdefault(scope, MetricSeries()).add(at, e.status, duration)
+        self._totals.setdefault((e.tenant_id, e.job_id), JobTotals()).add(e.status, duration)
 
     def _advance_state(self, e: Execution) -> None:
         job = self._jobs.get(e.tenant_id, {}).get(e.job_id)
@@ -338,6 +341,10 @@ class MemoryBackend(MemoryTriggers, Backend):
             series = self._metrics.get((tenant_id, job_id), MetricSeries())
             return series.quantiles(edges, quantiles)
 
+    def job_totals(self, tenant_id: str, job_ids: Sequence[str]) -> list[JobTotals]:
+        with self._lock:
+            return [copy.deepcopy(self._totals.get((tenant_id, j), JobTotals())) for j in job_ids]
+
     # events --------------------------------------------------------------------------------
     def publish(self, event: Event) -> None:
         self._hub.publish(event)
@@ -392,13 +399,14 @@ class MemoryBackend(MemoryTriggers, Backend):
             self.set_next_fire(tenant_id, job_id, new)
             return True
 
-    def hit(self, name: str, limit: int, window_ms: int, now: int) -> int:
+    def hit(self, name: str, limit: int, window_ms: int, now: int, cost: int = 1) -> int:
         start = now - now % window_ms
         with self._lock:
             if len(self._rate) > 10_000:  # forget windows that have ended
                 self._rate = {k: n for k, n in self._rate.items() if k[1] + window_ms > now}
-            count = self._rate.get((name, start), 0) + 1
-            self._rate[(name, start)] = count
+            count = self._rate.get((name, start), 0) + cost
+            if cost:
+                self._rate[(name, start)] = count
         return 0 if count <= limit else max(1, start + window_ms - now)
 
     # lifecycle -----------------------------------------------------------------------------

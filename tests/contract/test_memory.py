@@ -14,9 +14,10 @@ from chronos.backends.memory_events import MemoryHub
 from chronos.models import Event, ExecutionQuery
 
 from .base import HOUR, T0, BackendContract, make_exec
+from .totals import JobTotalsContract
 
 
-class TestMemoryBackend(BackendContract):
+class TestMemoryBackend(BackendContract, JobTotalsContract):
     @pytest.fixture
     def backend(self) -> Iterator[MemoryBackend]:
         backend = MemoryBackend("memory://", BackendOptions(key_prefix=f"t{uuid.uuid4().hex}:"))

@@ -7,9 +7,10 @@ import pytest
 from chronos.backends.redis_stack import RedisStackBackend
 
 from .base import BackendContract
+from .totals import JobTotalsContract
 
 
-class TestRedisStackBackend(BackendContract):
+class TestRedisStackBackend(BackendContract, JobTotalsContract):
     @pytest.fixture
     def backend(self, redis_backend: RedisStackBackend) -> RedisStackBackend:
         return redis_backend

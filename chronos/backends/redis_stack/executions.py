@@ -15,7 +15,7 @@ from chronos.backends.redis_stack.core import (
     RedisCore,
 )
 from chronos.backends.redis_stack.jobs import check_limit
-from chronos.backends.redis_stack.keys import SKETCH_GRAINS, enc
+from chronos.backends.redis_stack.keys import SKETCH_GRAINS, enc, totals_bucket_field
 from chronos.backends.redis_stack.search import Query, search_documents, words
 from chronos.models import (
     FAILURE_STATUSES,
@@ -23,6 +23,7 @@ from chronos.models import (
     ExecutionQuery,
     Page,
     WriteOutcome,
+    duration_bucket,
 )
 
 TEXT_FIELDS = ["error_type", "error_message", "error_stack", "stdout", "stderr"]
@@ -81,6 +82,7 @@ class RedisExecutions(RedisCore, ExecutionStore):
             k.sketch(t, None, "h", hour), k.sketch(t, None, "d", day),
             k.sketch(t, job, "h", hour), k.sketch(t, job, "d", day),
             k.timeouts(),
+            k.totals(t, job),
         ]  # fmt: skip
         args = [
             docs.dumps(docs.execution_to_doc(ex)),
@@ -103,6 +105,7 @@ class RedisExecutions(RedisCore, ExecutionStore):
             str(ex.finished_at if ex.finished_at is not None else ex.started_at),
             k.pair(t, ex.exec_id),
             ex.trigger_id or "",
+            "" if duration is None else totals_bucket_field(duration_bucket(duration)),
         ]
         return keys, args
 

@@ -14,6 +14,8 @@ import functools
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from chronos.models import DURATION_BUCKETS_MS
+
 #: Metric series kept per scope (tenant, and tenant+job): runs, successes, failures,
 #: duration sum and count of runs that had a duration.
 METRICS: tuple[str, ...] = ("runs", "success", "failure", "dur_sum", "dur_n")
@@ -22,6 +24,14 @@ RESOLUTIONS: tuple[str, ...] = ("raw", "1h", "1d")
 RESOLUTION_MS: dict[str, int] = {"raw": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 #: Duration sketches: hourly for recent data, daily for the long range.
 SKETCH_GRAINS: dict[str, int] = {"h": 3_600_000, "d": 86_400_000}
+
+
+def totals_bucket_field(index: int) -> str:
+    """The field of a job's totals hash that counts duration bucket ``index`` (named by its
+    bound, so a changed bucket list never mixes counts of different bounds)."""
+    bounds = DURATION_BUCKETS_MS
+    return f"le:{bounds[index]}" if index < len(bounds) else "le:inf"
+
 
 #: The scope part of a key that means "the whole tenant". ``enc`` never yields a bare ``*``.
 ALL_JOBS = "*"
@@ -82,7 +92,27 @@ class Keys:
         return f"{self.prefix}exec:"
 
     def execution(self, tenant_id: str, exec_id: str) -> str:
-        return f"{self.execution_prefix()}{enc(tenant_id)}:{enc(exec_id)}"
+        return f"{self.tenant_execution_prefix(tenant_id)}{enc(exec_id)}"
+
+    def tenant_execution_prefix(self, tenant_id: str) -> str:
+        """What precedes ``enc(exec_id)`` in the tenant's execution keys: the retention
+        scripts rebuild a document's key from it and a member of ``job_executions``."""
+        return f"{self.execution_prefix()}{enc(tenant_id)}:"
+
+    def job_executions(self, tenant_id: str, job_id: str) -> str:
+        """Sorted set of the job's executions (members ``enc(exec_id)``, scores ``started_at``):
+        the per-job cap trims its lowest scores and the retention sweep deletes by score
+        range, neither scanning the keyspace. Members may outlive their expired documents."""
+        return f"{self.prefix}jobexecs:{enc(tenant_id)}:{enc(job_id)}"
+
+    def tenant_execution_jobs(self, tenant_id: str) -> str:
+        """Set of ``enc(job_id)`` of every job of the tenant that has had executions (whose
+        series and ``job_executions`` the retention settings apply to)."""
+        return f"{self.prefix}tenant:{enc(tenant_id)}:execjobs"
+
+    def tenant_retention(self, tenant_id: str) -> str:
+        """Hash of the tenant's own retention settings (fields absent: the defaults)."""
+        return f"{self.prefix}tenant:{enc(tenant_id)}:retention"
 
     # search indices ------------------------------------------------------------------------
     def index_alias(self, name: str) -> str:
@@ -112,6 +142,10 @@ class Keys:
 
     def sketch(self, tenant_id: str, job_id: str | None, grain: str, bucket_start: int) -> str:
         return f"{self.prefix}td:{self._scope(tenant_id, job_id)}:{grain}:{bucket_start}"
+
+    def totals(self, tenant_id: str, job_id: str) -> str:
+        """Hash of a job's all-time counts and duration histogram (``MetricsStore.job_totals``)."""
+        return f"{self.prefix}totals:{enc(tenant_id)}:{enc(job_id)}"
 
     def scratch(self, token: str) -> str:
         """A short-lived working key (merged sketches); always set with an expiry."""

@@ -19,8 +19,13 @@ from chronos.backends.redis_stack.core import (
     RAW_RETENTION_MS,
     RedisCore,
 )
-from chronos.backends.redis_stack.keys import METRICS, RESOLUTION_MS, SKETCH_GRAINS
-from chronos.models import MetricBucket
+from chronos.backends.redis_stack.keys import (
+    METRICS,
+    RESOLUTION_MS,
+    SKETCH_GRAINS,
+    totals_bucket_field,
+)
+from chronos.models import DURATION_BUCKETS_MS, JobTotals, MetricBucket
 
 #: ``metric_buckets`` lets the server sum each bucket when the series hold more than this many
 #: samples a bucket on average (one command a bucket and metric instead of one a metric).
@@ -118,6 +123,16 @@ class RedisMetrics(RedisCore, MetricsStore):
             result.append(bucket)
         return result
 
+    @translated
+    def job_totals(self, tenant_id: str, job_ids: Sequence[str]) -> list[JobTotals]:
+        """One pipelined round trip: each job's totals hash."""
+        if not job_ids:
+            return []
+        pipe = self.client().pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.totals(tenant_id, job_id))
+        return [_totals(fields) for fields in pipe.execute()]
+
     def _quantile_call(
         self,
         tenant_id: str,
@@ -189,6 +204,23 @@ def _quantile_values(reply: Any, n: int) -> list[float | None]:
         return [None] * n
     values = [float(v) for v in reply]
     return [None if math.isnan(v) else v for v in values]
+
+
+#: Totals hash field of each duration bucket -> the bucket's index.
+_BUCKET_INDEX = {totals_bucket_field(i): i for i in range(len(DURATION_BUCKETS_MS) + 1)}
+
+
+def _totals(fields: dict[str, str]) -> JobTotals:
+    """A job's totals from its hash (``WRITE_EXECUTION`` keeps it; empty if never counted)."""
+    totals = JobTotals(runs=int(fields.get("runs", 0)),
+                       duration_sum_ms=float(fields.get("dur_sum", 0)),
+                       duration_count=int(fields.get("dur_n", 0)))  # fmt: skip
+    for name, value in fields.items():
+        if name.startswith("status:"):
+            totals.statuses[name[len("status:") :]] = int(value)
+        elif name in _BUCKET_INDEX:
+            totals.buckets[_BUCKET_INDEX[name]] = int(value)
+    return totals
 
 
 def _add(bucket: MetricBucket, metric: str, value: float) -> None:

@@ -38,6 +38,7 @@ return 'created'
 # ARGV[16] finished_at or '', ARGV[17] exec id, ARGV[18] the time the run counts as a
 # success or failure (finished, else started; ms), ARGV[19] the execution's member in the
 # timeouts set, ARGV[20] the trigger id or ''. KEYS[38] the timeouts set.
+# KEYS[39] the job's all-time totals (hash), ARGV[21] its duration bucket field or ''.
 # Returns 'created', 'updated' or 'duplicate'.
 WRITE_EXECUTION = """
 local outcome = 'created'
@@ -97,6 +98,19 @@ if ARGV[3] == '1' and ARGV[4] ~= '' then
       end
     end
   end
+end
+
+-- The job's all-time totals (Prometheus counters): every record's first terminal status,
+-- whenever it ran; kept while the job runs at least once per compaction retention.
+if ARGV[3] == '1' then
+  redis.call('HINCRBY', KEYS[39], 'runs', 1)
+  redis.call('HINCRBY', KEYS[39], 'status:' .. ARGV[2], 1)
+  if ARGV[21] ~= '' then
+    redis.call('HINCRBYFLOAT', KEYS[39], 'dur_sum', ARGV[7])
+    redis.call('HINCRBY', KEYS[39], 'dur_n', 1)
+    redis.call('HINCRBY', KEYS[39], ARGV[21], 1)
+  end
+  redis.call('PEXPIRE', KEYS[39], ARGV[12])
 end
 
 local function num(v) if v == nil or v == cjson.null then return nil end return v end
