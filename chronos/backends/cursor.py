@@ -14,6 +14,10 @@ from typing import Any
 from chronos.errors import ValidationError
 
 
+#: Integers in cursors stay within what JSON numbers and RediSearch bounds hold exactly.
+SAFE_INT = 2**53
+
+
 def encode(kind: str, **fields: Any) -> str:
     raw = json.dumps({"k": kind, **fields}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -31,5 +35,7 @@ def decode(cursor: str, kind: str, **types: type) -> dict[str, Any]:
     for name, typ in types.items():
         value = data.get(name)
         if not isinstance(value, typ) or isinstance(value, bool):
+            raise ValidationError("cursor is not valid", details={"cursor": cursor[:100]})
+        if isinstance(value, int) and abs(value) > SAFE_INT:  # would overflow a query bound
             raise ValidationError("cursor is not valid", details={"cursor": cursor[:100]})
     return data

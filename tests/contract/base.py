@@ -1604,6 +1604,18 @@ class BackendContract:
         assert backend.hit("ingest:a", 2, 60_000, T0) == 0  # another name
         assert backend.hit("ingest:a|b", 2, 60_000, T0 + 60_000) == 0  # the next window
 
+    def test_rate_limit_cost_zero_reads_without_counting(self, backend: Backend) -> None:
+        now = T0 + 15_000
+        assert backend.hit("auth:x", 2, 60_000, now, cost=0) == 0  # nothing counted yet
+        assert [backend.hit("auth:x", 2, 60_000, now) for _ in range(2)] == [0, 0]
+        for _ in range(5):  # reading at the limit never pushes the window over it
+            assert backend.hit("auth:x", 2, 60_000, now, cost=0) == 0
+        assert backend.hit("auth:x", 2, 60_000, now) == 45_000
+        assert backend.hit("auth:x", 2, 60_000, now, cost=0) == 45_000
+        assert backend.hit("auth:x", 2, 60_000, now + 60_000, cost=0) == 0  # the next window
+        assert backend.hit("auth:x", 0, 60_000, now + 60_000, cost=3) > 0  # counts 3 at once
+        assert backend.hit("auth:x", 3, 60_000, now + 60_000, cost=0) == 0
+
     def test_rate_limit_is_atomic_across_threads(self, backend: Backend) -> None:
         results: list[int] = []
         lock = threading.Lock()

@@ -17,6 +17,7 @@ from chronos.backends.redis_stack.core import (
 from chronos.backends.redis_stack.jobs import check_limit
 from chronos.backends.redis_stack.keys import SKETCH_GRAINS, enc, totals_bucket_field
 from chronos.backends.redis_stack.search import Query, search_documents, words
+from chronos.errors import ValidationError
 from chronos.models import (
     FAILURE_STATUSES,
     Execution,
@@ -26,6 +27,8 @@ from chronos.models import (
     duration_bucket,
 )
 
+#: The largest LIMIT offset RediSearch accepts (its MAXSEARCHRESULTS default).
+MAX_OFFSET = 1_000_000
 TEXT_FIELDS = ["error_type", "error_message", "error_stack", "stdout", "stderr"]
 #: Margin kept from the raw series' retention edge, so a sample never lands where TS.ADD
 #: would refuse it (the server's clock may differ a little from ours).
@@ -123,6 +126,8 @@ class RedisExecutions(RedisCore, ExecutionStore):
         if query.cursor:
             position = cursor.decode(query.cursor, "executions", ts=int, skip=int)
             before, skip = position["ts"], position["skip"]
+            if not 0 <= skip <= MAX_OFFSET:  # tampered: RediSearch would refuse the offset
+                raise ValidationError("cursor is not valid", details={"cursor": query.cursor[:100]})
         q = Query().tag("tenant", enc(tenant_id))
         if query.job_id is not None:
             q.tag("job", enc(query.job_id))

@@ -139,11 +139,14 @@ class RedisRealtime(RedisCore, EventBus, SchedulerStore, RateLimiter):
         return bool(self.client().set(key, owner, nx=True, px=ttl_ms))
 
     @translated
-    def hit(self, name: str, limit: int, window_ms: int, now: int) -> int:
+    def hit(self, name: str, limit: int, window_ms: int, now: int, cost: int = 1) -> int:
         start = now - now % window_ms
-        pipe = self.client().pipeline(transaction=True)
         key = self.keys.rate_window(name, start)
-        pipe.incr(key)
-        pipe.pexpire(key, window_ms * 2, nx=True)
-        count, _ = pipe.execute()
+        if cost == 0:  # a read: creates no key
+            count = int(self.client().get(key) or 0)
+        else:
+            pipe = self.client().pipeline(transaction=True)
+            pipe.incrby(key, cost)
+            pipe.pexpire(key, window_ms * 2, nx=True)
+            count, _ = pipe.execute()
         return 0 if count <= limit else max(1, start + window_ms - now)
