@@ -32,6 +32,10 @@ class ChronosState:
         #: API key records by key id, with the monotonic time they stop being trusted.
         self.key_cache: dict[str, tuple[ApiKey, float]] = {}
         self._live: LiveHub | None = None
+        #: Set when this server process is stopping (see ``chronos.gunicorn_config``): open
+        #: websockets end with 1001 "going away" instead of holding the worker until it is
+        #: killed, and their clients reconnect to another worker.
+        self.stopping = threading.Event()
 
     @property
     def embedded(self) -> bool:

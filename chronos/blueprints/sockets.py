@@ -78,10 +78,11 @@ def runner_socket(ws: Any) -> None:
 
 def _serve_runner(ws: Any, principal: Principal, jobs: list[str], runner: str) -> None:
     backend = get_backend()
+    stopping = get_state().stopping
     tenant = principal.tenant_id
     pending: dict[str, Delivery] = {}
     next_claim = next_ping = time.monotonic()
-    while True:
+    while not stopping.is_set():
         while (raw := ws.receive(timeout=0)) is not None:
             _on_runner_message(raw, pending, runner, tenant)
         deliveries = backend.read_triggers(tenant, jobs, runner, 10, READ_BLOCK_MS)
@@ -94,6 +95,13 @@ def _serve_runner(ws: Any, principal: Principal, jobs: list[str], runner: str) -
         if time.monotonic() >= next_ping:
             ws.send('{"type": "ping"}')
             next_ping = time.monotonic() + PING_EVERY_S
+    _going_away(ws)
+
+
+def _going_away(ws: Any) -> None:
+    """End a websocket because this server process is stopping; the client reconnects, to
+    another worker, and unacknowledged triggers are redelivered as after any disconnect."""
+    ws.close(reason=1001, message="server restarting")
 
 
 def _on_runner_message(raw: str, pending: dict[str, Delivery], runner: str, tenant: str) -> None:
@@ -132,13 +140,14 @@ def live_socket(ws: Any) -> None:
     except ChronosError as exc:
         _close_with(ws, exc)
         return
-    hub = get_state().live_hub()
+    state = get_state()
+    hub = state.live_hub()
     client = hub.register(tenant)
     try:
         ws.send(json.dumps({"type": "hello"}))
         next_ping = time.monotonic() + PING_EVERY_S
         reported_drops = 0
-        while True:
+        while not state.stopping.is_set():
             if ws.receive(timeout=0) is None and not ws.connected:
                 return
             try:
@@ -153,5 +162,6 @@ def live_socket(ws: Any) -> None:
             if time.monotonic() >= next_ping:
                 ws.send('{"type": "ping"}')
                 next_ping = time.monotonic() + PING_EVERY_S
+        _going_away(ws)
     finally:
         hub.unregister(client)
