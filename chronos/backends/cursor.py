@@ -13,7 +13,6 @@ from typing import Any
 
 from chronos.errors import ValidationError
 
-
 #: Integers in cursors stay within what JSON numbers and RediSearch bounds hold exactly.
 SAFE_INT = 2**53
 

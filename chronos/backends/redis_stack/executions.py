@@ -127,7 +127,8 @@ class RedisExecutions(RedisCore, ExecutionStore):
             position = cursor.decode(query.cursor, "executions", ts=int, skip=int)
             before, skip = position["ts"], position["skip"]
             if not 0 <= skip <= MAX_OFFSET:  # tampered: RediSearch would refuse the offset
-                raise ValidationError("cursor is not valid", details={"cursor": query.cursor[:100]})
+                raise ValidationError("cursor is not valid",
+                                      details={"cursor": query.cursor[:100]})  # fmt: skip
         q = Query().tag("tenant", enc(tenant_id))
         if query.job_id is not None:
             q.tag("job", enc(query.job_id))
