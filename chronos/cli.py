@@ -199,23 +199,33 @@ def scheduler_cmd() -> None:
 
 
 @chronos_cli.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
-              help="Threads per worker (websockets hold one each).")  # fmt: skip
+@click.option("--host", default=None,
+              help="Address.  [default: from GUNICORN_BIND, else 127.0.0.1]")  # fmt: skip
+@click.option("--port", default=None, type=int,
+              help="Port.  [default: from GUNICORN_BIND, else 5000]")  # fmt: skip
+@click.option("--workers", default=None, type=click.IntRange(1, 256),
+              help="Worker processes.  [default: GUNICORN_WORKERS, else CPUs, >= 2]")  # fmt: skip
+@click.option("--threads", default=None, type=click.IntRange(1, 1024),
+              help="Threads per worker; each open websocket holds one.  "
+                   "[default: GUNICORN_THREADS, else 16]")  # fmt: skip
 @click.option("--no-scheduler", is_flag=True,
               help="Do not start the cron scanner (run it with `chronos scheduler`).")  # fmt: skip
-def serve(host: str, port: int, workers: int, threads: int, no_scheduler: bool) -> None:
+def serve(host: str | None, port: int | None, workers: int | None, threads: int | None,
+          no_scheduler: bool) -> None:  # fmt: skip
     """Run the server under gunicorn with threaded workers.
 
-    Without CHRONOS_BACKEND_URL, starts (or reuses) the embedded Redis Stack first and stops
-    it again on exit if this command started it. Index migrations run before workers start.
+    Gunicorn gets the settings of chronos/gunicorn_config.py (GUNICORN_* variables, the same
+    as `gunicorn -c gunicorn.conf.py wsgi:app`), with these options on top. Without
+    CHRONOS_BACKEND_URL, starts (or reuses) the embedded Redis Stack first and stops it again
+    on exit if this command started it. Index migrations run before workers start.
     """
+    from chronos.gunicorn_config import serve_command
+
     state = get_state()
     env = dict(os.environ, CHRONOS_DATA_DIR=str(state.data_dir))
     started_embedded = False
     try:
+        command, binds = serve_command(env, host, port, workers, threads)
         if state.embedded:
             url, started_embedded = embedded.ensure_running(
                 state.data_dir, state.config["CHRONOS_EMBEDDED_FSYNC"]
@@ -230,13 +240,8 @@ def serve(host: str, port: int, workers: int, threads: int, no_scheduler: bool) 
             click.echo(f"migrations applied: {', '.join(applied)}")
     except ChronosError as exc:
         raise _fail(exc) from exc
-    command = [
-        sys.executable, "-m", "gunicorn",
-        "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
-        "--bind", f"{host}:{port}", "--timeout", "60", "--graceful-timeout", "20",
-        "--access-logfile", "-", "chronos:create_app()",
-    ]  # fmt: skip
-    click.echo(f"serving on http://{host}:{port}")
+    for bind in binds:
+        click.echo(f"serving on {bind if bind.startswith('unix:') else 'http://' + bind}")
     scanner = None
     if not no_scheduler:
         scanner = subprocess.Popen([sys.executable, "-m", "chronos.cli", "scheduler"], env=env)

@@ -48,6 +48,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -127,6 +128,31 @@ def settings(environ: Mapping[str, str]) -> dict[str, Any]:
     if control_socket:
         found["control_socket"] = control_socket
     return found
+
+
+def serve_command(environ: Mapping[str, str], host: str | None = None, port: int | None = None,
+                  workers: int | None = None, threads: int | None = None,
+                  ) -> tuple[list[str], list[str]]:  # fmt: skip
+    """The gunicorn command line of ``chronos serve`` and the addresses it will listen on.
+
+    Gunicorn loads this very module (``python:chronos.gunicorn_config``), so ``chronos serve``
+    and ``gunicorn -c gunicorn.conf.py`` share every default; the options given to
+    ``chronos serve`` go on the command line, which gunicorn puts above its config module.
+    """
+    binds: list[str] = settings(environ)["bind"]
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:chronos.gunicorn_config"]
+    if host is not None or port is not None:
+        default_host, _, default_port = DEFAULT_BIND.rpartition(":")
+        host = host or default_host
+        if ":" in host and not host.startswith("["):  # an IPv6 address
+            host = f"[{host}]"
+        binds = [f"{host}:{port or default_port}"]
+        command += ["--bind", binds[0]]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    return [*command, "chronos:create_app()"], binds
 
 
 def child_exit(server: Any, worker: Any) -> None:
