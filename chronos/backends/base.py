@@ -33,6 +33,7 @@ from chronos.models import (
     User,
     WriteOutcome,
 )
+from chronos.retention import DEFAULT_MAX_EXECUTIONS_PER_JOB, RetentionPolicy, RetentionSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +43,18 @@ class BackendOptions:
     key_prefix: str = "chronos:"
     #: How long execution records are kept; ``None`` keeps them until deleted.
     execution_ttl_ms: int | None = 30 * 24 * 3600 * 1000
-    #: How long raw (per-minute) metric samples are kept; compactions are kept longer.
+    #: How long hourly/daily metric compactions and daily duration sketches are kept.
     metrics_retention_ms: int = 400 * 24 * 3600 * 1000
+    #: Execution records kept per job (newest ``started_at``); 0: no cap.
+    max_executions_per_job: int = DEFAULT_MAX_EXECUTIONS_PER_JOB
     connect_timeout_s: float = 5.0
     socket_timeout_s: float = 10.0
+
+    @property
+    def default_retention(self) -> RetentionPolicy:
+        """The retention of tenants that set none of their own."""
+        return RetentionPolicy(self.execution_ttl_ms, self.max_executions_per_job,
+                               self.metrics_retention_ms)  # fmt: skip
 
 
 class AccountStore(abc.ABC):
@@ -416,6 +425,47 @@ class TriggerStore(abc.ABC):
         leaves when a terminal status for it is written, or when its record has expired."""
 
 
+class RetentionStore(abc.ABC):
+    """Per-tenant retention settings (see ``chronos.retention``) and their enforcement.
+
+    Settings a tenant has not set follow ``BackendOptions`` (``execution_ttl_ms``,
+    ``max_executions_per_job``, ``metrics_retention_ms``). ``write_executions`` applies them
+    to each record it stores: the record expires at ``RetentionPolicy.expires_at``, and of the
+    job's oldest ``started_at`` beyond the cap the write removes up to
+    ``chronos.retention.TRIM_PER_WRITE``, except the record written itself. Removing a record
+    removes it from every lookup and search; it never changes metrics.
+    """
+
+    @abc.abstractmethod
+    def get_retention(self, tenant_id: str) -> RetentionSettings:
+        """The tenant's own settings (all ``None`` if it has set none)."""
+
+    @abc.abstractmethod
+    def set_retention(self, tenant_id: str, settings: RetentionSettings) -> None:
+        """Replace the tenant's own settings (``None`` fields follow the defaults).
+
+        ``ValidationError`` if a value is out of ``chronos.retention.BOUNDS``. Writes in every
+        process apply them within a few seconds (in this process at once). A changed metrics
+        retention applies at once to the tenant's existing hourly/daily series and daily
+        sketches; records over a lowered execution retention or cap go with
+        ``sweep_executions``.
+        """
+
+    @abc.abstractmethod
+    def sweep_executions(self, tenant_id: str, now: int, limit: int) -> int:
+        """Remove the tenant's execution records that are over its retention at ``now``: each
+        job's oldest ``started_at`` beyond its cap, and those that started before
+        ``RetentionPolicy.cutoff(now)`` unless ``RetentionPolicy.sweep_deletes`` spares them
+        (a late record in its grace), and forget records that have expired already. Also
+        drops metrics older than the metrics retention where they are not expired by the
+        store itself.
+
+        Does a bounded amount of work: about ``limit`` removals (``limit >= 1``); a call goes
+        on where the last one stopped. Returns how many it removed; 0 means nothing was over.
+        Never scans other tenants' data.
+        """
+
+
 class RateLimiter(abc.ABC):
     """Fixed-window counters shared by every process of the installation."""
 
@@ -437,6 +487,7 @@ class Backend(
     EventBus,
     SchedulerStore,
     TriggerStore,
+    RetentionStore,
     RateLimiter,
 ):
     """A complete storage backend. Implementations register under the ``chronos.backends``

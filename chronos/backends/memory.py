@@ -20,6 +20,7 @@ from chronos.backends import cursor
 from chronos.backends.base import Backend, BackendOptions, Subscription
 from chronos.backends.memory_events import MemoryHub
 from chronos.backends.memory_metrics import MetricSeries, validate_edges, validate_quantiles
+from chronos.backends.memory_retention import JobExecutions, MemoryRetention
 from chronos.backends.memory_triggers import MemoryTriggers, SortedIndex, TriggerQueues
 from chronos.errors import Conflict, NotFound, ValidationError
 from chronos.models import (
@@ -37,6 +38,7 @@ from chronos.models import (
     User,
     WriteOutcome,
 )
+from chronos.retention import RetentionSettings
 
 MAX_LIMIT = 1000
 _WORD = re.compile(r"[^\W_]+")
@@ -72,7 +74,7 @@ class _StoredExecution:
     expires_at: int | None
 
 
-class MemoryBackend(MemoryTriggers, Backend):
+class MemoryBackend(MemoryTriggers, MemoryRetention, Backend):
     """Everything in process memory; thread-safe, not shared between processes."""
 
     name = "memory"
@@ -102,6 +104,8 @@ class MemoryBackend(MemoryTriggers, Backend):
         self._beats: dict[str, tuple[dict[str, Any], int]] = {}
         self._triggers = TriggerQueues()
         self._timeouts = SortedIndex()
+        self._retention: dict[str, RetentionSettings] = {}
+        self._job_executions = JobExecutions()
 
     # accounts ------------------------------------------------------------------------------
     def create_user(self, user: User) -> User:
@@ -233,12 +237,13 @@ class MemoryBackend(MemoryTriggers, Backend):
             outcome = "updated"
         else:
             return "duplicate"
-        ttl = self.options.execution_ttl_ms
+        policy = self.retention_policy(new.tenant_id)
         self._executions.setdefault(new.tenant_id, {})[new.exec_id] = _StoredExecution(
             record=new,
             words=words(new.error_type, new.error_message, new.error_stack, new.stdout, new.stderr),
-            expires_at=None if ttl is None else self.clock() + ttl,
+            expires_at=policy.expires_at(new.started_at, self.clock()),
         )
+        self._index_execution(new.tenant_id, new.job_id, new.exec_id, new.started_at, policy)
         job = self._jobs.get(new.tenant_id, {}).get(new.job_id)
         if (job is not None and new.trigger_id is not None
                 and job.state.last_trigger_id == new.trigger_id

@@ -78,6 +78,11 @@ class MetricSeries:
             counts.duration_count += 1
             self.durations.append((minute, duration_ms))
 
+    def forget_before(self, before: int) -> None:
+        """Drop the minutes (and their durations) that start before ``before``."""
+        self.minutes = {m: c for m, c in self.minutes.items() if m >= before}
+        self.durations = [(m, d) for m, d in self.durations if m >= before]
+
     def buckets(self, edges: Sequence[int]) -> list[MetricBucket]:
         result = [MetricBucket(start=a, end=b) for a, b in zip(edges, edges[1:], strict=False)]
         for minute, counts in self.minutes.items():

@@ -14,15 +14,19 @@ from chronos.backends.memory_events import MemoryHub
 from chronos.models import Event, ExecutionQuery
 
 from .base import HOUR, T0, BackendContract, make_exec
+from .retention import RetentionContract
 from .totals import JobTotalsContract
 
 
-class TestMemoryBackend(BackendContract, JobTotalsContract):
+class TestMemoryBackend(BackendContract, JobTotalsContract, RetentionContract):
     @pytest.fixture
     def backend(self) -> Iterator[MemoryBackend]:
         backend = MemoryBackend("memory://", BackendOptions(key_prefix=f"t{uuid.uuid4().hex}:"))
         yield backend
         backend.close()
+
+    def record_expiry(self, backend: MemoryBackend, tenant: str, exec_id: str) -> int | None:
+        return backend._executions[tenant][exec_id].expires_at
 
 
 class FakeClock:

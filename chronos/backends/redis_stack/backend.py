@@ -14,6 +14,7 @@ from chronos.backends.redis_stack.executions import RedisExecutions
 from chronos.backends.redis_stack.jobs import RedisJobs
 from chronos.backends.redis_stack.metrics import RedisMetrics
 from chronos.backends.redis_stack.realtime import RedisRealtime
+from chronos.backends.redis_stack.retention import RedisRetention
 from chronos.backends.redis_stack.triggers import RedisTriggers
 
 #: Modules Chronos needs, by the names ``MODULE LIST`` reports.
@@ -21,8 +22,9 @@ REQUIRED_MODULES = ("ReJSON", "search", "timeseries", "bf")
 
 
 class RedisStackBackend(
-    RedisAccounts, RedisJobs, RedisExecutions, RedisMetrics, RedisRealtime, RedisTriggers, Backend
-):
+    RedisAccounts, RedisJobs, RedisExecutions, RedisMetrics, RedisRealtime, RedisTriggers,
+    RedisRetention, Backend,
+):  # fmt: skip
     """Serves ``redis://``, ``rediss://`` and ``unix://`` URLs."""
 
     name = "redis-stack"

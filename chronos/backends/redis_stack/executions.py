@@ -26,6 +26,7 @@ from chronos.models import (
     WriteOutcome,
     duration_bucket,
 )
+from chronos.retention import RetentionPolicy
 
 #: The largest LIMIT offset RediSearch accepts (its MAXSEARCHRESULTS default).
 MAX_OFFSET = 1_000_000
@@ -64,9 +65,13 @@ class RedisExecutions(RedisCore, ExecutionStore):
         if not executions:
             return []
         now = self.clock()
-        return self.run_scripts("WRITE_EXECUTION", [self._write_call(ex, now) for ex in executions])
+        policy = self.retention_policy(tenant_id)
+        calls = [self._write_call(ex, now, policy) for ex in executions]
+        return self.run_scripts("WRITE_EXECUTION", calls)
 
-    def _write_call(self, ex: Execution, now: int) -> tuple[list[str], list[Any]]:
+    def _write_call(
+        self, ex: Execution, now: int, policy: RetentionPolicy
+    ) -> tuple[list[str], list[Any]]:
         k = self.keys
         t, job = ex.tenant_id, ex.job_id
         # A run counts when it finished; a clock running ahead never plants future samples.
@@ -74,7 +79,8 @@ class RedisExecutions(RedisCore, ExecutionStore):
         counted = ex.terminal and at >= now - RAW_RETENTION_MS + _RETENTION_MARGIN_MS
         hour, day = _floor(at, SKETCH_GRAINS["h"]), _floor(at, SKETCH_GRAINS["d"])
         hour_expiry = hour + HOURLY_SKETCH_RETENTION_MS
-        day_expiry = day + self.options.metrics_retention_ms
+        day_expiry = day + policy.metrics_retention_ms
+        expires_at = policy.expires_at(ex.started_at, now)
         duration = ex.effective_duration_ms()
         if duration is not None and duration < 0:
             duration = None
@@ -86,6 +92,7 @@ class RedisExecutions(RedisCore, ExecutionStore):
             k.sketch(t, job, "h", hour), k.sketch(t, job, "d", day),
             k.timeouts(),
             k.totals(t, job),
+            k.job_executions(t, job), k.tenant_execution_jobs(t),
         ]  # fmt: skip
         args = [
             docs.dumps(docs.execution_to_doc(ex)),
@@ -95,11 +102,11 @@ class RedisExecutions(RedisCore, ExecutionStore):
             "1" if ex.status == "success" else "0",
             "1" if ex.status in FAILURE_STATUSES else "0",
             "" if duration is None else str(duration),
-            str(self.options.execution_ttl_ms or 0),
+            str(expires_at or 0),
             k.events_channel(t),
             event[: -len('"}}')],  # the script appends the outcome and closes the JSON
             str(RAW_RETENTION_MS),
-            str(self.options.metrics_retention_ms),
+            str(policy.metrics_retention_ms),
             str(hour_expiry) if hour_expiry > now else "0",
             str(day_expiry) if day_expiry > now else "0",
             str(ex.started_at),
@@ -109,6 +116,10 @@ class RedisExecutions(RedisCore, ExecutionStore):
             k.pair(t, ex.exec_id),
             ex.trigger_id or "",
             "" if duration is None else totals_bucket_field(duration_bucket(duration)),
+            enc(ex.exec_id),
+            enc(job),
+            str(policy.max_executions_per_job),
+            k.tenant_execution_prefix(t),
         ]
         return keys, args
 

@@ -31,14 +31,18 @@ return 'created'
 # KEYS[34..37] sketches: tenant hourly, tenant daily, job hourly, job daily.
 # ARGV[1] document JSON, ARGV[2] status, ARGV[3] '1' if terminal, ARGV[4] metric timestamp
 # (minute, ms) or '' to count nothing, ARGV[5] success 0/1, ARGV[6] failure 0/1,
-# ARGV[7] duration ms or '', ARGV[8] document TTL ms (0 = none), ARGV[9] channel,
+# ARGV[7] duration ms or '', ARGV[8] document expire-at ms (0 = never), ARGV[9] channel,
 # ARGV[10] the event JSON up to its outcome value (the script appends the outcome),
-# ARGV[11] raw retention ms, ARGV[12] compaction retention ms, ARGV[13] hourly sketch
+# ARGV[11] raw retention ms, ARGV[12] the tenant's compaction retention ms, ARGV[13] hourly sketch
 # expire-at ms (0 = skip), ARGV[14] daily sketch expire-at ms (0 = skip), ARGV[15] started_at,
 # ARGV[16] finished_at or '', ARGV[17] exec id, ARGV[18] the time the run counts as a
 # success or failure (finished, else started; ms), ARGV[19] the execution's member in the
 # timeouts set, ARGV[20] the trigger id or ''. KEYS[38] the timeouts set.
 # KEYS[39] the job's all-time totals (hash), ARGV[21] its duration bucket field or ''.
+# KEYS[40] the job's executions by started_at, KEYS[41] the tenant's jobs with executions;
+# ARGV[22] the execution's member there (enc(exec id)), ARGV[23] enc(job id), ARGV[24] the
+# tenant's cap of executions per job (0 = none), ARGV[25] the tenant's execution key prefix
+# (a member appended to it is the key of that execution's document).
 # Returns 'created', 'updated' or 'duplicate'.
 WRITE_EXECUTION = """
 local outcome = 'created'
@@ -48,7 +52,27 @@ if prev then
   outcome = 'updated'
 end
 redis.call('JSON.SET', KEYS[1], '$', ARGV[1])
-if tonumber(ARGV[8]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[8]) end
+if ARGV[8] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[8])
+else redis.call('PERSIST', KEYS[1]) end
+
+-- Past the cap, the job's oldest records go, a few a write (retention.TRIM_PER_WRITE), but
+-- never the one written now (an old record arriving late stays until the next write or
+-- sweep): a lowered cap converges through the sweep, not in one long script.
+if redis.call('ZADD', KEYS[40], ARGV[15], ARGV[22]) == 1 then
+  redis.call('SADD', KEYS[41], ARGV[23])
+end
+local cap = tonumber(ARGV[24])
+if cap > 0 then
+  local excess = math.min(redis.call('ZCARD', KEYS[40]) - cap, 3)
+  if excess > 0 then
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[40], 0, excess - 1)) do
+      if member ~= ARGV[22] then
+        redis.call('ZREM', KEYS[40], member)
+        redis.call('DEL', ARGV[25] .. member)  -- its search index entry goes with it
+      end
+    end
+  end
+end
 
 -- A running execution of a job with a max runtime gets a deadline; a final status clears it.
 if ARGV[3] == '1' then
@@ -146,6 +170,38 @@ end
 
 redis.call('PUBLISH', ARGV[9], ARGV[10] .. outcome .. '"}}')
 return outcome
+"""
+
+# KEYS[1] a job's executions by started_at (see WRITE_EXECUTION). ARGV[1] the tenant's
+# execution key prefix, ARGV[2] its cap (0 = none), ARGV[3] cutoff: records that started before
+# it are past retention ('' = none), ARGV[4] most members to remove, ARGV[5] the grace of a
+# record that arrived late (ms): past the cutoff with at most that left to live, it is left to
+# expire. Documents go with their members; members of expired documents are just dropped.
+# Builds document keys from members (same tenant, same key prefix), hence not all in KEYS.
+# Returns how many members it removed.
+SWEEP_EXECUTIONS = """
+local budget, removed = tonumber(ARGV[4]), 0
+local cap = tonumber(ARGV[2])
+if cap > 0 then
+  local excess = math.min(redis.call('ZCARD', KEYS[1]) - cap, budget)
+  if excess > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[1], excess)
+    for i = 1, #popped, 2 do redis.call('DEL', ARGV[1] .. popped[i]) end
+    removed = excess
+  end
+end
+if ARGV[3] ~= '' and removed < budget then
+  local old = redis.call('ZRANGE', KEYS[1], '-inf', '(' .. ARGV[3], 'BYSCORE',
+                         'LIMIT', 0, budget - removed)
+  for _, member in ipairs(old) do
+    local key = ARGV[1] .. member
+    local left = redis.call('PTTL', key)
+    if left == -1 or left > tonumber(ARGV[5]) then redis.call('DEL', key) end
+    redis.call('ZREM', KEYS[1], member)
+  end
+  removed = removed + #old
+end
+return removed
 """
 
 # KEYS[1] scratch key, KEYS[2..] sketches. ARGV: the quantiles.
