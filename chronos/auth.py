@@ -3,6 +3,11 @@
 A key comes in ``x-api-key: <key>`` or ``Authorization: Bearer <key>``. It is found by its id
 (O(1)), its secret compared in constant time, and its scopes checked: ``ingest`` writes,
 ``read`` reads, ``admin`` does both. Last use is recorded at most once a minute per key.
+
+Failed authentications are counted per client address and per key id (the visible part of
+``chr_<id>_<secret>``), across all workers. Once either is over
+``CHRONOS_AUTH_FAILURES_PER_MINUTE`` this minute, its requests get 429 before the key is even
+looked up, whether the key is right or not: a guesser learns nothing until the minute ends.
 """
 
 from __future__ import annotations
@@ -45,19 +50,58 @@ def _presented_key() -> str | None:
     return None
 
 
+def client_address() -> str:
+    """The client's address for rate limits: the peer's, or with ``CHRONOS_TRUST_PROXY`` the
+    one the proxy forwarded (``ProxyFix``, see ``chronos.security``, rewrites it)."""
+    return request.remote_addr or "unknown"
+
+
+def rate_wait(limits: list[tuple[str, int, int]], *, count: bool = True) -> int:
+    """Milliseconds until every ``(name, limit, window_ms)`` window is under its limit again
+    (0: none is over). Counts one hit on each, unless ``count`` is false (a read only)."""
+    backend, now = get_backend(), now_ms()
+    return max((backend.hit(name, limit, window, now, cost=int(count))
+                for name, limit, window in limits), default=0)  # fmt: skip
+
+
+def _failure_limits(key_id: str | None) -> list[tuple[str, int, int]]:
+    per_minute = current_app.config["CHRONOS_AUTH_FAILURES_PER_MINUTE"]
+    if per_minute <= 0:
+        return []
+    limits = [(f"authfail:addr:{client_address()}", per_minute, 60_000)]
+    if key_id is not None:
+        limits.append((f"authfail:key:{key_id}", per_minute, 60_000))
+    return limits
+
+
+def _refuse(limits: list[tuple[str, int, int]], wait_ms: int) -> RateLimited:
+    return RateLimited("too many failed authentications; retry later",
+                       retry_after=-(-wait_ms // 1000),
+                       details={"limit_per_minute": limits[0][1]})  # fmt: skip
+
+
+def _failed(limits: list[tuple[str, int, int]]) -> Unauthorized | RateLimited:
+    """Count a failed authentication: the error to raise, 429 once over a limit."""
+    wait_ms = rate_wait(limits)
+    return _refuse(limits, wait_ms) if wait_ms else Unauthorized("invalid API key")
+
+
 def authenticate(scope: str) -> Principal:
     """The principal of the request's API key, which must carry ``scope`` (or ``admin``)."""
     presented = _presented_key()
     if presented is None:
         raise Unauthorized("missing API key: send it as 'x-api-key' or 'Authorization: Bearer'")
     parsed = parse_api_key(presented)
+    limits = _failure_limits(parsed[0] if parsed else None)
+    if limits and (wait_ms := rate_wait(limits, count=False)):
+        raise _refuse(limits, wait_ms)
     if parsed is None:
-        raise Unauthorized("invalid API key")
+        raise _failed(limits)
     key_id, secret = parsed
     backend = get_backend()
     record = _lookup(key_id)
     if record is None or not record.active or not key_matches(record, secret):
-        raise Unauthorized("invalid API key")
+        raise _failed(limits)
     if scope not in record.scopes and "admin" not in record.scopes:
         raise Forbidden(f"this API key lacks the {scope!r} scope",
                         details={"scopes": list(record.scopes)})  # fmt: skip

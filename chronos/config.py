@@ -23,6 +23,10 @@
                                     workers (120000; 0 = no limit). Over it: 429 + Retry-After.
 ``CHRONOS_API_KEY_CACHE_SECONDS``   How long a worker trusts a looked-up API key (5): a revoked
                                     key stops working everywhere within this time.
+``CHRONOS_AUTH_FAILURES_PER_MINUTE`` Failed API-key authentications allowed per minute from one
+                                    client address, and for one key id (20; 0 = no limit).
+                                    Over it, every key from there (or with that id) gets 429 +
+                                    Retry-After until the minute ends.
 ``CHRONOS_CATCH_UP_SECONDS``        A scheduled instant the scanner sees later than this (it
                                     was down) is recorded as missed instead of firing (300).
 ``CHRONOS_DEFAULT_GRACE_SECONDS``   How long after its instant a run may start before it is
@@ -60,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "CHRONOS_MAX_OUTPUT_BYTES": 64 * 1024,
     "CHRONOS_INGEST_RATE_PER_MINUTE": 120_000,
     "CHRONOS_API_KEY_CACHE_SECONDS": 5,
+    "CHRONOS_AUTH_FAILURES_PER_MINUTE": 20,
     "CHRONOS_CATCH_UP_SECONDS": 300,
     "CHRONOS_DEFAULT_GRACE_SECONDS": 60,
     "CHRONOS_SCAN_INTERVAL_MS": 500,
@@ -76,6 +81,7 @@ _INTS = (
     "CHRONOS_MAX_OUTPUT_BYTES",
     "CHRONOS_INGEST_RATE_PER_MINUTE",
     "CHRONOS_API_KEY_CACHE_SECONDS",
+    "CHRONOS_AUTH_FAILURES_PER_MINUTE",
     "CHRONOS_CATCH_UP_SECONDS",
     "CHRONOS_DEFAULT_GRACE_SECONDS",
     "CHRONOS_SCAN_INTERVAL_MS",

@@ -77,6 +77,20 @@ class BatchResponseSchema(Schema):
     rejected = fields.List(fields.Nested(RejectedSchema))
 
 
+class RegisterRejectedSchema(RegisterResponseSchema):
+    """The 422 answer when every job was rejected: the usual answer plus the error fields."""
+
+    error = fields.String(required=True)
+    code = fields.String(required=True)
+
+
+class BatchRejectedSchema(BatchResponseSchema):
+    """The 422 answer when every execution was rejected."""
+
+    error = fields.String(required=True)
+    code = fields.String(required=True)
+
+
 class OneResponseSchema(WriteResultSchema):
     success = fields.Boolean()
 
@@ -137,14 +151,16 @@ _ERRORS = {
     "403": "the key lacks the needed scope",
     "413": "the body or the batch is over the limit",
     "422": "invalid input; field messages in details (or every batch item rejected)",
-    "429": "over the tenant's rate; retry after Retry-After seconds",
+    "429": "over a rate limit (ingest, failed authentications); retry after Retry-After",
     "503": "storage unavailable; retry after Retry-After seconds",
     "404": "no such thing in the key's tenant",
 }
 
 
 def _op(summary: str, ok: str, body: str | None = None, params: Any = None,
-        codes: tuple[str, ...] = ("401", "403", "422", "503")) -> dict[str, Any]:  # fmt: skip
+        codes: tuple[str, ...] = ("401", "403", "422", "429", "503"),
+        schemas: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One operation; ``schemas`` names the answer schema of a status that is not ``Error``."""
     op: dict[str, Any] = {
         "summary": summary,
         "security": [{"apiKey": []}, {"bearer": []}],
@@ -152,8 +168,9 @@ def _op(summary: str, ok: str, body: str | None = None, params: Any = None,
             "application/json": {"schema": ok}}}},  # fmt: skip
     }
     for code in codes:
+        schema = (schemas or {}).get(code, "Error")
         op["responses"][code] = {"description": _ERRORS[code],
-                                 "content": {"application/json": {"schema": "Error"}}}  # fmt: skip
+                                 "content": {"application/json": {"schema": schema}}}  # fmt: skip
     if body:
         op["requestBody"] = {"required": True,
                              "content": {"application/json": {"schema": body}}}  # fmt: skip
@@ -193,7 +210,8 @@ def build_spec() -> dict[str, Any]:
         "ExecutionEvent": ExecutionEventSchema, "Execution": ExecutionOutSchema,
         "RegisterRequest": RegisterRequestSchema, "RegisterResponse": RegisterResponseSchema,
         "BatchRequest": BatchRequestSchema, "BatchResponse": BatchResponseSchema,
-        "OneResponse": OneResponseSchema, "JobPage": JobPageSchema,
+        "OneResponse": OneResponseSchema, "RegisterRejected": RegisterRejectedSchema,
+        "BatchRejected": BatchRejectedSchema, "JobPage": JobPageSchema,
         "ExecutionPage": ExecutionPageSchema, "JobOne": JobOneSchema,
         "ExecutionOne": ExecutionOneSchema, "TriggerList": TriggerListSchema,
         "AnalyticsSummary": SummaryAnswerSchema, "AnalyticsTrends": TrendsAnswerSchema,
@@ -203,24 +221,28 @@ def build_spec() -> dict[str, Any]:
     write_codes = ("400", "401", "403", "413", "422", "429", "503")
     spec.path("/api/ingest/jobs/register", operations={"post": _op(
         "Create or update job definitions", "RegisterResponse", "RegisterRequest",
-        codes=write_codes)})  # fmt: skip
+        codes=write_codes, schemas={"422": "RegisterRejected"})})  # fmt: skip
     spec.path("/api/ingest/executions/batch", operations={"post": _op(
         "Store executions idempotently (per-item results)", "BatchResponse", "BatchRequest",
-        codes=write_codes)})  # fmt: skip
+        codes=write_codes, schemas={"422": "BatchRejected"})})  # fmt: skip
     spec.path("/api/ingest/executions", operations={"post": _op(
         "Store one execution idempotently", "OneResponse", "ExecutionEvent",
         codes=write_codes)})  # fmt: skip
     spec.path("/api/jobs", operations={"get": _op(
         "List jobs", "JobPage", params=JobListQuerySchema)})  # fmt: skip
-    job_codes = ("401", "403", "404", "503")
+    job_codes = ("401", "403", "404", "429", "503")
+    #: 404 too: an id the route cannot hold (a line break, a leading "/") matches no route.
+    listing_codes = ("401", "403", "404", "422", "429", "503")
     spec.path("/api/jobs/{jobId}", parameters=[_path_param("jobId")], operations={"get": _op(
         "Get a job", "JobOne", codes=job_codes)})  # fmt: skip
     spec.path("/api/jobs/{jobId}/executions", parameters=[_path_param("jobId")],
               operations={"get": _op("A job's executions", "ExecutionPage",
-                                     params=ExecutionListQuerySchema)})  # fmt: skip
+                                     params=ExecutionListQuerySchema,
+                                     codes=listing_codes)})  # fmt: skip
     spec.path("/api/jobs/{jobId}/triggers", parameters=[_path_param("jobId")],
               operations={"get": _op("A job's recent scheduled instants and their lifecycle",
-                                     "TriggerList", params=TriggerQuerySchema)})  # fmt: skip
+                                     "TriggerList", params=TriggerQuerySchema,
+                                     codes=listing_codes)})  # fmt: skip
     spec.path("/api/executions", operations={"get": _op(
         "Search executions", "ExecutionPage", params=ExecutionListQuerySchema)})  # fmt: skip
     spec.path("/api/executions/{execId}", parameters=[_path_param("execId")],

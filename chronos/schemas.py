@@ -36,14 +36,35 @@ class Timestamp(fields.Field):
         return to_iso(value)
 
 
+def nesting_depth(value: Any) -> int:
+    """How deep JSON ``value`` nests objects and arrays (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 class BoundedDict(fields.Dict):
-    """A JSON object of at most ``max_bytes`` when encoded."""
+    """A JSON object of at most ``max_bytes`` when encoded, nested at most ``MAX_DEPTH`` deep
+    (storage refuses deeper documents, and encoding them could exhaust Python's stack)."""
+
+    MAX_DEPTH = 32
 
     def __init__(self, max_bytes: int = 16 * 1024, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_bytes = max_bytes
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        # Cheap checks first: an object over the size cannot be worth validating key by key.
+        if isinstance(value, dict) and len(value) > self.max_bytes // 4:
+            raise ValidationError(f"must encode to at most {self.max_bytes} bytes of JSON")
+        if nesting_depth(value) > self.MAX_DEPTH:
+            raise ValidationError(f"must nest at most {self.MAX_DEPTH} levels deep")
         result = super()._deserialize(value, attr, data, **kwargs)
         if len(json.dumps(result, separators=(",", ":"))) > self.max_bytes:
             raise ValidationError(f"must encode to at most {self.max_bytes} bytes of JSON")
@@ -238,5 +259,6 @@ class ExecutionListQuerySchema(PageQuerySchema):
     q = fields.String(load_default=None, validate=validate.Length(max=256))
     since = Timestamp(data_key="from", load_default=None)
     until = Timestamp(data_key="to", load_default=None)
-    version = fields.String(load_default=None, validate=SHORT)
-    host = fields.String(load_default=None, validate=SHORT)
+    # Non-empty: an empty filter value means nothing a TAG index can match.
+    version = fields.String(load_default=None, validate=ID)
+    host = fields.String(load_default=None, validate=ID)

@@ -1,15 +1,22 @@
-"""Browser-facing hardening: session cookie flags, proxy trust and security headers.
+"""Hardening: session cookie flags, proxy trust, security headers, and JSON bodies.
 
 Every response outside ``/api/`` carries a strict Content-Security-Policy: scripts and styles
 come only from Chronos itself, so templates hold no inline ``<script>``, ``style=`` or ``on...=``
 attributes. The JSON API is for programs and gets none of these headers.
+
+Python's JSON parser raises ``RecursionError`` on deeply nested input (``[[[[...``), not the
+``ValueError`` Flask expects of bad JSON, so such a body would end as a 500. The app's JSON
+provider turns it into a ``ValueError``: the body is refused like any unreadable JSON (400),
+after at most about a thousand levels of parsing.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from flask import Flask, Response, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chronos.errors import ConfigError
@@ -26,6 +33,16 @@ HEADERS = {
 }
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with too deeply nested input refused as invalid JSON."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply") from None
+
+
 def _add_headers(response: Response) -> Response:
     if not request.path.startswith("/api/"):
         for name, value in HEADERS.items():
@@ -34,7 +51,9 @@ def _add_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Set the session cookie flags and lifetime, trust the proxy if told, add the headers."""
+    """Set the session cookie flags and lifetime, trust the proxy if told, add the headers,
+    parse JSON with ``JSONProvider``."""
+    app.json = JSONProvider(app)
     hours = app.config["CHRONOS_SESSION_HOURS"]
     if not isinstance(hours, int) or hours < 1:
         raise ConfigError(f"CHRONOS_SESSION_HOURS must be at least 1, got {hours!r}")

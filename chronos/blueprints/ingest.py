@@ -52,8 +52,9 @@ def _load(schema: Any, item: Any) -> dict[str, Any]:
 def _answer(body: dict[str, Any], ok: int, rejected: list[Any]) -> Response:
     everything_rejected = rejected and ok == 0
     body = {"success": not everything_rejected, **body, "rejected": rejected}
-    if everything_rejected:
+    if everything_rejected:  # the error envelope's fields, next to the per-item answer
         body["error"] = "every item was rejected; see 'rejected'"
+        body["code"] = "validation_error"
     response = jsonify(body)
     response.status_code = 422 if everything_rejected else 200
     return response

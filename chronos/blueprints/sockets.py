@@ -14,7 +14,7 @@ from flask import Blueprint
 from flask_sock import Sock
 
 from chronos.auth import Principal, authenticate, session_principal
-from chronos.errors import ChronosError, Forbidden, Unauthorized
+from chronos.errors import ChronosError, Forbidden, RateLimited, Unauthorized
 from chronos.extension import get_backend, get_state
 from chronos.models import Delivery, Event
 from chronos.timeutil import now_ms, to_iso
@@ -30,18 +30,27 @@ CLAIM_EVERY_S = 5.0
 PING_EVERY_S = 20.0
 READ_BLOCK_MS = 1000
 MAX_JOBS = 1000
+#: Largest message a client may send (a hello naming MAX_JOBS long ids fits); a bigger one
+#: closes the socket with 1009 instead of being buffered whole.
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+@bp.record_once
+def _limit_messages(state: Any) -> None:
+    state.app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE_BYTES})
 
 
 def _close_with(ws: Any, exc: ChronosError) -> None:
     ws.send(json.dumps({"type": "error", "error": exc.message, "code": exc.code}))
-    ws.close(reason=4403 if isinstance(exc, Forbidden) else 4401, message=exc.message[:120])
+    code = 4403 if isinstance(exc, Forbidden) else 4429 if isinstance(exc, RateLimited) else 4401
+    ws.close(reason=code, message=exc.message[:120])
 
 
 def _hello(ws: Any) -> tuple[list[str], str]:
     raw = ws.receive(timeout=10)
     try:
         hello = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse
         hello = None
     jobs = hello.get("jobs") if isinstance(hello, dict) else None
     if (not isinstance(hello, dict) or hello.get("type") != "hello" or not isinstance(jobs, list)
@@ -107,7 +116,7 @@ def _going_away(ws: Any) -> None:
 def _on_runner_message(raw: str, pending: dict[str, Delivery], runner: str, tenant: str) -> None:
     try:
         message = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return
     if not isinstance(message, dict) or message.get("type") != "ack":
         return  # pong and anything unknown

@@ -14,11 +14,10 @@ from flask import current_app, redirect, render_template, request, session, url_
 from werkzeug.wrappers import Response
 
 from chronos.accounts import verify_password
-from chronos.auth import session_principal
+from chronos.auth import client_address, rate_wait, session_principal
 from chronos.blueprints.dashboard import bp
 from chronos.errors import RateLimited
 from chronos.extension import get_backend
-from chronos.timeutil import now_ms
 
 FAILED = "wrong username or password"
 WINDOW_MS = 15 * 60 * 1000
@@ -42,15 +41,12 @@ def safe_next(target: str | None, fallback: str = "/") -> str:
 
 
 def _check_rate(username: str) -> None:
-    backend, now = get_backend(), now_ms()
-    address = request.remote_addr or "unknown"
-    waits = (
-        backend.hit(f"login:user:{username.lower()[:64]}", PER_USER, WINDOW_MS, now),
-        backend.hit(f"login:addr:{address}", PER_ADDRESS, WINDOW_MS, now),
-    )
-    if any(waits):
+    # Every attempt counts, not only failures: each one costs an scrypt.
+    wait_ms = rate_wait([(f"login:user:{username.lower()[:64]}", PER_USER, WINDOW_MS),
+                         (f"login:addr:{client_address()}", PER_ADDRESS, WINDOW_MS)])  # fmt: skip
+    if wait_ms:
         raise RateLimited("too many login attempts; wait a few minutes and retry",
-                          retry_after=-(-max(waits) // 1000))  # fmt: skip
+                          retry_after=-(-wait_ms // 1000))  # fmt: skip
 
 
 def _authenticate(username: str, password: str) -> bool:
