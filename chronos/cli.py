@@ -198,6 +198,24 @@ def scheduler_cmd() -> None:
     service.run_forever()
 
 
+@chronos_cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def doctor_cmd(as_json: bool) -> None:
+    """Check the backend, its modules and versions, the schema, the scanner, persistence,
+    eviction and clocks, and say in words what is wrong. Exits 1 when a check fails."""
+    import json
+
+    from chronos import doctor
+
+    results = doctor.run(get_state())
+    if as_json:
+        click.echo(json.dumps({"ok": not doctor.failed(results),
+                               "checks": [r.as_dict() for r in results]}, indent=2))  # fmt: skip
+    else:
+        click.echo(doctor.render(results))
+    sys.exit(1 if doctor.failed(results) else 0)
+
+
 @chronos_cli.command("serve")
 @click.option("--host", default=None,
               help="Address.  [default: from GUNICORN_BIND, else 127.0.0.1]")  # fmt: skip

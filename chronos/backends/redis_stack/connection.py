@@ -16,6 +16,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from chronos.backends.base import BackendOptions
+from chronos.backends.redis_stack.url import check_url
 from chronos.errors import BackendUnavailable, ChronosError
 
 P = ParamSpec("P")
@@ -57,6 +58,7 @@ class LazyClient:
     """Builds the ``redis.Redis`` client on first use, once, thread-safely."""
 
     def __init__(self, url: str, options: BackendOptions) -> None:
+        check_url(url)  # a wrong option is a ConfigError now, not a TypeError at first use
         self._url = url
         self._options = options
         self._client: redis.Redis | None = None
