@@ -7,7 +7,7 @@ its alias; ``create-indices`` rebuilds exactly those if one went missing.
 
 from __future__ import annotations
 
-from migrations_redis import m0001_initial, schemas
+from migrations_redis import m0001_initial, m0002_job_executions, schemas
 from migrations_redis.runner import (
     Migration,
     MigrationContext,
@@ -18,6 +18,7 @@ from migrations_redis.runner import (
 
 MIGRATIONS: list[Migration] = [
     m0001_initial.MIGRATION,
+    m0002_job_executions.MIGRATION,
 ]
 
 LIVE_INDEXES = {
