@@ -18,8 +18,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     Settings come from ``CHRONOS_*`` environment variables (see ``chronos.config``), then
     ``test_config`` on top. No network I/O happens here: the backend connects on first use.
     """
-    from chronos import config, http_errors, security
-    from chronos.blueprints import analytics, api, dashboard, health, ingest, sockets
+    from chronos import config, http_errors, logs, prometheus, security
+    from chronos.blueprints import analytics, api, dashboard, health, ingest, metrics, sockets
     from chronos.cli import chronos_cli
     from chronos.extension import Chronos
 
@@ -37,9 +37,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config["CHRONOS_MAX_BODY_BYTES"]
 
     Chronos(app)
+    logs.init_app(app)
+    prometheus.init_app(app)
     http_errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(ingest.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(analytics.bp)

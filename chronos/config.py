@@ -38,6 +38,13 @@
 ``CHRONOS_TRUST_PROXY``             Trust one reverse proxy's ``X-Forwarded-For``, ``-Proto``,
                                     ``-Host`` and ``-Prefix`` headers (``0``). Set it only when
                                     a proxy always sets them; else clients could forge them.
+``CHRONOS_METRICS_TOKEN``           Bearer token of ``GET /metrics`` for the operator's
+                                    Prometheus: server metrics and every tenant's job metrics
+                                    (unset: only read keys, each its own tenant's job metrics).
+                                    At least 16 characters.
+``CHRONOS_LOG_FORMAT``              ``text`` (default) or ``json``: one JSON object per line on
+                                    stderr, with request id, method, path, status, duration and
+                                    tenant (see ``chronos.logs``).
 =================================== ============================================================
 """
 
@@ -71,6 +78,8 @@ DEFAULTS: dict[str, Any] = {
     "CHRONOS_SESSION_HOURS": 12,
     "CHRONOS_SECURE_COOKIES": False,
     "CHRONOS_TRUST_PROXY": False,
+    "CHRONOS_METRICS_TOKEN": None,
+    "CHRONOS_LOG_FORMAT": "text",
 }
 
 _INTS = (
@@ -110,6 +119,8 @@ def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
             found[name] = raw
     if found.get("CHRONOS_EMBEDDED_FSYNC", "always") not in ("always", "everysec"):
         raise ConfigError("CHRONOS_EMBEDDED_FSYNC must be 'always' or 'everysec'")
+    if found.get("CHRONOS_LOG_FORMAT", "text") not in ("text", "json"):
+        raise ConfigError("CHRONOS_LOG_FORMAT must be 'text' or 'json'")
     return found
 
 

@@ -16,13 +16,18 @@ import logging
 from typing import Any
 
 import marshmallow
-from flask import Flask, Response, jsonify, render_template, request
+from blinker import Namespace
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
 from chronos.errors import BackendUnavailable, ChronosError, RateLimited
 
 log = logging.getLogger(__name__)
+
+#: Sent (sender: the app) each time a request finds the backend unavailable; the metrics
+#: count it here, so that no view has to.
+backend_unavailable = Namespace().signal("chronos.backend-unavailable")
 
 
 def error_response(
@@ -72,6 +77,8 @@ def _respond(
 
 
 def _chronos_error(exc: ChronosError) -> Response:
+    if isinstance(exc, BackendUnavailable):
+        backend_unavailable.send(current_app._get_current_object(), error=exc)
     if exc.status_code >= 500 and not isinstance(exc, BackendUnavailable):
         log.error("internal error: %s", exc.message, exc_info=exc)
     retry_after = exc.retry_after if isinstance(exc, RateLimited | BackendUnavailable) else None
@@ -80,8 +87,6 @@ def _chronos_error(exc: ChronosError) -> Response:
 
 def _http_error(exc: HTTPException) -> Response:
     if isinstance(exc, RequestEntityTooLarge):
-        from flask import current_app
-
         limit = current_app.config.get("MAX_CONTENT_LENGTH")
         return _respond(413, "payload_too_large",
                         f"the request body is over the limit of {limit} bytes",

@@ -17,6 +17,7 @@ from chronos.errors import BadRequest, PayloadTooLarge
 from chronos.extension import get_backend
 from chronos.ingest import build_execution, merge_job
 from chronos.models import Event
+from chronos.prometheus import count_ingest
 from chronos.scheduler.planning import first_fire, needs_plan
 from chronos.schemas import ExecutionEventSchema, JobDefSchema
 from chronos.timeutil import now_ms
@@ -75,6 +76,7 @@ def register_jobs() -> Response:
     stored = backend.get_jobs([(tenant, data["id"]) for _, data in loaded])
     jobs = [merge_job(tenant, data, existing) for (_, data), existing in zip(loaded, stored)]
     outcomes = backend.upsert_jobs(tenant, jobs, now)
+    count_ingest("job", outcomes, len(rejected))
     for job, existing in zip(jobs, stored):
         if needs_plan(existing, job):  # a new or rescheduled job gets its next fire time
             backend.set_next_fire(tenant, job.id, first_fire(job, now))
@@ -98,6 +100,7 @@ def _write(items: list[Any]) -> tuple[list[Any], list[str], list[dict[str, Any]]
         executions.append(build_execution(tenant, data, now, max_output))
         indexes.append(index)
     outcomes = get_backend().write_executions(tenant, executions) if executions else []
+    count_ingest("execution", outcomes, len(rejected))
     results = [
         {"index": i, "execId": e.exec_id, "outcome": o}
         for i, e, o in zip(indexes, executions, outcomes)

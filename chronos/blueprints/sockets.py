@@ -17,6 +17,7 @@ from chronos.auth import Principal, authenticate, session_principal
 from chronos.errors import ChronosError, Forbidden, RateLimited, Unauthorized
 from chronos.extension import get_backend, get_state
 from chronos.models import Delivery, Event
+from chronos.prometheus import socket_closed, socket_opened
 from chronos.timeutil import now_ms, to_iso
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,11 @@ def runner_socket(ws: Any) -> None:
         ws.close(reason=4400, message="bad hello")
         return
     ws.send(json.dumps({"type": "ready", "runner": runner}))
-    _serve_runner(ws, principal, jobs, runner)
+    socket_opened("runner")
+    try:
+        _serve_runner(ws, principal, jobs, runner)
+    finally:
+        socket_closed("runner")
 
 
 def _serve_runner(ws: Any, principal: Principal, jobs: list[str], runner: str) -> None:
@@ -152,6 +157,7 @@ def live_socket(ws: Any) -> None:
     state = get_state()
     hub = state.live_hub()
     client = hub.register(tenant)
+    socket_opened("live")
     try:
         ws.send(json.dumps({"type": "hello"}))
         next_ping = time.monotonic() + PING_EVERY_S
@@ -174,3 +180,4 @@ def live_socket(ws: Any) -> None:
         _going_away(ws)
     finally:
         hub.unregister(client)
+        socket_closed("live")
