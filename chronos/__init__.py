@@ -20,6 +20,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """
     from chronos import config, http_errors, logs, prometheus, security
     from chronos.blueprints import analytics, api, dashboard, health, ingest, metrics, sockets
+    from chronos.blueprints.settings import bp as settings_bp
     from chronos.cli import chronos_cli
     from chronos.extension import Chronos
 
@@ -46,6 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ingest.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(analytics.bp)
+    app.register_blueprint(settings_bp)
     app.register_blueprint(sockets.bp)
     app.register_blueprint(dashboard.bp)
     app.cli.add_command(chronos_cli)

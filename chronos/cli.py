@@ -17,6 +17,7 @@ from flask.cli import AppGroup, FlaskGroup
 from chronos import embedded
 from chronos.accounts import generate_api_key, hash_password
 from chronos.backends import load_backend
+from chronos.cli_retention import retention_sweep, tenant_retention
 from chronos.errors import ChronosError
 from chronos.extension import get_state
 from chronos.models import SCOPES, User
@@ -24,6 +25,8 @@ from chronos.scheduler.service import ScannerService
 from chronos.timeutil import now_ms, to_iso
 
 chronos_cli = AppGroup("chronos", help="Administer Chronos: indices, migrations, the server.")
+chronos_cli.add_command(tenant_retention)
+chronos_cli.add_command(retention_sweep)
 
 
 def _fail(exc: ChronosError) -> click.ClickException:
@@ -193,7 +196,9 @@ def scheduler_cmd() -> None:
     state = get_state()
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     interval_s = state.config["CHRONOS_SCAN_INTERVAL_MS"] / 1000
-    service = ScannerService(state.backend, state.scan_settings(), interval_s=interval_s)
+    sweep_s = state.config["CHRONOS_RETENTION_SWEEP_SECONDS"]
+    service = ScannerService(state.backend, state.scan_settings(), interval_s=interval_s,
+                             sweep_interval_s=sweep_s)  # fmt: skip
     click.echo(f"scanner {service.owner} ticking every {service.interval_s:.2f} s")
     service.run_forever()
 

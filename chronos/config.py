@@ -9,8 +9,16 @@
 ``CHRONOS_SECRET_KEY``              Flask's secret key. Unset: generated once and kept in
                                     ``<data dir>/secret_key``.
 ``CHRONOS_KEY_PREFIX``              Prefix of every Redis key, index and channel (``chronos:``).
-``CHRONOS_EXECUTION_RETENTION_DAYS`` How long execution records are kept (30).
+``CHRONOS_EXECUTION_RETENTION_DAYS`` How long execution records are kept after their run started
+                                    (30; 0 = until the per-job cap removes them). Default of
+                                    every tenant that sets none (``chronos tenant-retention``).
+``CHRONOS_MAX_EXECUTIONS_PER_JOB``  Execution records kept per job, its newest (10000; 0 = no
+                                    cap). Default of every tenant that sets none.
 ``CHRONOS_METRICS_RETENTION_DAYS``  How long hourly/daily metrics and sketches are kept (400).
+                                    Default of every tenant that sets none.
+``CHRONOS_RETENTION_SWEEP_SECONDS`` How often the scanner removes executions over their
+                                    tenant's retention (300; 0 = never: run
+                                    ``chronos retention-sweep`` yourself).
 ``CHRONOS_AUTO_MIGRATE``            Apply pending index migrations on first use (``1``).
 ``CHRONOS_EMBEDDED_FSYNC``          ``always`` (default: nothing acknowledged is lost if the
                                     server dies) or ``everysec`` (faster; up to 1 s at risk on
@@ -64,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "CHRONOS_KEY_PREFIX": "chronos:",
     "CHRONOS_EXECUTION_RETENTION_DAYS": 30,
     "CHRONOS_METRICS_RETENTION_DAYS": 400,
+    "CHRONOS_MAX_EXECUTIONS_PER_JOB": 10_000,
+    "CHRONOS_RETENTION_SWEEP_SECONDS": 300,
     "CHRONOS_AUTO_MIGRATE": True,
     "CHRONOS_EMBEDDED_FSYNC": "always",
     "CHRONOS_MAX_BODY_BYTES": 10 * 1024 * 1024,
@@ -85,6 +95,8 @@ DEFAULTS: dict[str, Any] = {
 _INTS = (
     "CHRONOS_EXECUTION_RETENTION_DAYS",
     "CHRONOS_METRICS_RETENTION_DAYS",
+    "CHRONOS_MAX_EXECUTIONS_PER_JOB",
+    "CHRONOS_RETENTION_SWEEP_SECONDS",
     "CHRONOS_MAX_BODY_BYTES",
     "CHRONOS_MAX_BATCH_ITEMS",
     "CHRONOS_MAX_OUTPUT_BYTES",
@@ -96,6 +108,13 @@ _INTS = (
     "CHRONOS_SCAN_INTERVAL_MS",
     "CHRONOS_SESSION_HOURS",
 )
+#: Retention settings that would make no sense below these.
+_AT_LEAST = {
+    "CHRONOS_EXECUTION_RETENTION_DAYS": 0,
+    "CHRONOS_MAX_EXECUTIONS_PER_JOB": 0,
+    "CHRONOS_METRICS_RETENTION_DAYS": 1,
+    "CHRONOS_RETENTION_SWEEP_SECONDS": 0,
+}
 _BOOLS = ("CHRONOS_AUTO_MIGRATE", "CHRONOS_SECURE_COOKIES", "CHRONOS_TRUST_PROXY")
 
 
@@ -117,6 +136,9 @@ def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
             found[name] = raw.lower() in ("1", "true", "yes")
         else:
             found[name] = raw
+    for name, low in _AT_LEAST.items():
+        if name in found and found[name] < low:
+            raise ConfigError(f"{name} must be at least {low}, got {found[name]}")
     if found.get("CHRONOS_EMBEDDED_FSYNC", "always") not in ("always", "everysec"):
         raise ConfigError("CHRONOS_EMBEDDED_FSYNC must be 'always' or 'everysec'")
     if found.get("CHRONOS_LOG_FORMAT", "text") not in ("text", "json"):

@@ -59,6 +59,7 @@ class ChronosState:
             key_prefix=c["CHRONOS_KEY_PREFIX"],
             execution_ttl_ms=retention * DAY_MS if retention > 0 else None,
             metrics_retention_ms=c["CHRONOS_METRICS_RETENTION_DAYS"] * DAY_MS,
+            max_executions_per_job=c["CHRONOS_MAX_EXECUTIONS_PER_JOB"],
         )
 
     def backend(self) -> Backend:

@@ -17,6 +17,7 @@ from chronos.blueprints.analytics import (
     TrendsQuerySchema,
     TzQuerySchema,
 )
+from chronos.blueprints.settings import RetentionAnswerSchema, RetentionUpdateSchema
 from chronos.schemas import (
     ExecutionEventSchema,
     ExecutionListQuerySchema,
@@ -256,4 +257,13 @@ def build_spec() -> dict[str, Any]:
     spec.path("/api/analytics/jobs", operations={"get": _op(
         "Per-job runs, success rate, failures, p50/p95/p99, last failure and health",
         "AnalyticsJobs", params=JobsQuerySchema)})  # fmt: skip
+    spec.components.schema("Retention", schema=RetentionAnswerSchema)
+    spec.components.schema("RetentionUpdate", schema=RetentionUpdateSchema)
+    spec.path("/api/settings/retention", operations={
+        "get": _op("The tenant's retention: values in force, defaults, its own overrides "
+                   "(admin scope)", "Retention", codes=("401", "403", "429", "503")),
+        "put": _op("Change the tenant's retention: the fields given (null: back to the "
+                   "default), keeping the others (admin scope)", "Retention", "RetentionUpdate",
+                   codes=("400", "401", "403", "422", "429", "503")),
+    })  # fmt: skip
     return spec.to_dict()

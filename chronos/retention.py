@@ -16,6 +16,7 @@ changing a default later moves every tenant that kept it. Plain Python: no Flask
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,15 @@ class RetentionSettings:
             name: default if (own := getattr(self, name)) is None else own
             for name, default in dataclasses.asdict(defaults).items()
         })  # fmt: skip
+
+
+def defaults_from_config(config: Mapping[str, Any]) -> RetentionSettings:
+    """The installation's defaults, from the ``CHRONOS_*`` settings."""
+    return RetentionSettings(
+        execution_days=int(config["CHRONOS_EXECUTION_RETENTION_DAYS"]),
+        max_executions_per_job=int(config["CHRONOS_MAX_EXECUTIONS_PER_JOB"]),
+        metrics_days=int(config["CHRONOS_METRICS_RETENTION_DAYS"]),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -460,9 +460,9 @@ class RetentionStore(abc.ABC):
         drops metrics older than the metrics retention where they are not expired by the
         store itself.
 
-        Does a bounded amount of work: about ``limit`` removals (``limit >= 1``); a call goes
-        on where the last one stopped. Returns how many it removed; 0 means nothing was over.
-        Never scans other tenants' data.
+        Does a bounded amount of work: at most ``limit`` removals (``limit >= 1``); a call
+        goes on where the last one stopped. Returns how many it removed: fewer than ``limit``
+        means nothing is left over. Never scans other tenants' data.
         """
 
 
