@@ -2,7 +2,8 @@
 
 Every response carries ``X-Request-ID``: the caller's own (if it is a short token of letters,
 digits, ``.``, ``_`` and ``-``) or a new one. With ``CHRONOS_LOG_FORMAT=json`` every log record
-of the process, gunicorn's included, is written to stderr as one JSON object per line::
+of the process, gunicorn's included (its master's too with ``gunicorn_logconfig``), is
+written to stderr as one JSON object per line::
 
     {"time": "2026-01-31T12:00:00.123Z", "level": "INFO", "logger": "chronos.request",
      "message": "GET /api/jobs 200", "request_id": "…", "method": "GET", "path": "/api/jobs",
@@ -151,6 +152,24 @@ def configure_json(secrets: tuple[str, ...] = ()) -> JsonHandler:
             if not any(isinstance(f, RequestContext) for f in gunicorn_handler.filters):
                 gunicorn_handler.addFilter(RequestContext())
     return handler
+
+
+def gunicorn_logconfig() -> dict[str, Any]:
+    """Gunicorn's ``logconfig_dict`` for JSON lines from its master too (the workers switch
+    on their own when they build the app). Its access log is off: ``chronos.request`` writes
+    one line per request with more in it (request id, tenant)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "chronos.logs.JsonFormatter"}},
+        "handlers": {"json": {"class": "chronos.logs.JsonHandler", "formatter": "json",
+                              "stream": "ext://sys.stderr"}},
+        "root": {"level": "INFO", "handlers": ["json"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+        },
+    }  # fmt: skip
 
 
 def _start_request() -> None:

@@ -3,10 +3,18 @@ fields, and no API key, token, password or session cookie ever reaches a line.""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +26,7 @@ from flask.testing import FlaskClient
 
 from chronos import config, create_app, logs
 from chronos.accounts import hash_password
+from chronos.embedded import free_port
 from chronos.errors import ConfigError
 from chronos.extension import get_state
 from chronos.models import User
@@ -175,3 +184,43 @@ def test_log_format_is_checked(tmp_path: Path) -> None:
         create_app({"CHRONOS_BACKEND_URL": "memory://", "CHRONOS_LOG_FORMAT": "yaml",
                     "CHRONOS_DATA_DIR": str(tmp_path)})  # fmt: skip
     assert config.from_environ({"CHRONOS_LOG_FORMAT": "json"})["CHRONOS_LOG_FORMAT"] == "json"
+
+
+@pytest.mark.slow
+def test_gunicorn_master_and_workers_log_json(tmp_path: Path) -> None:
+    """With ``logconfig_dict = gunicorn_logconfig()`` every line gunicorn and Chronos write is
+    JSON, one request line per request (gunicorn's own access line is off)."""
+    conf = tmp_path / "gunicorn_test.conf.py"
+    conf.write_text("from chronos.logs import gunicorn_logconfig\n"
+                    "logconfig_dict = gunicorn_logconfig()\n")  # fmt: skip
+    port = free_port()
+    env = {**os.environ, "CHRONOS_LOG_FORMAT": "json", "CHRONOS_BACKEND_URL": "memory://",
+           "CHRONOS_DATA_DIR": str(tmp_path / "instance")}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--worker-class", "gthread", "--threads", "2", "chronos:create_app()"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).close()
+                break
+            time.sleep(0.2)
+        secret_key = "chr_0123456789ab_" + "k" * 43
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/jobs?tag=x",
+                                         headers={"x-api-key": secret_key})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(request, timeout=5)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    written = [line for line in (out + err).decode().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in written]  # every line is JSON
+    assert any(e["logger"] == "gunicorn.error" and "Starting gunicorn" in e["message"]
+               for e in entries)  # the master's own lines too  # fmt: skip
+    assert [e["path"] for e in entries if e["logger"] == logs.REQUEST_LOGGER] == [
+        "/healthz", "/api/jobs"]  # fmt: skip
+    assert not any(e["logger"] == "gunicorn.access" for e in entries)
+    assert "k" * 43 not in (out + err).decode()
