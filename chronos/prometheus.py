@@ -47,10 +47,14 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Shortest ``CHRONOS_METRICS_TOKEN`` accepted: it guards every tenant's job metrics.
 MIN_TOKEN_LENGTH = 16
 INGEST_KINDS = ("execution", "job")
-INGEST_OUTCOMES = ("created", "updated", "duplicate", "rejected")
+WRITE_OUTCOMES = ("created", "updated", "duplicate")
+INGEST_OUTCOMES = (*WRITE_OUTCOMES, "rejected")
 SOCKETS = ("live", "runner")
 #: The ``endpoint`` label of requests that matched no route (404, 405).
 UNMATCHED = "<unmatched>"
+#: Methods kept as ``method`` labels; any other is ``OTHER``, so that clients cannot mint
+#: series with made-up methods.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class ServerMetrics:
@@ -157,7 +161,8 @@ def _observe_request(response: Response) -> Response:
     metrics = server_metrics()
     if started is not None and metrics is not None and not _is_websocket():
         rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-        metrics.request_seconds.labels(rule, request.method, str(response.status_code)).observe(
+        method = request.method if request.method in METHODS else "OTHER"
+        metrics.request_seconds.labels(rule, method, str(response.status_code)).observe(
             time.perf_counter() - started
         )
     return response
@@ -168,7 +173,7 @@ def count_ingest(kind: str, outcomes: Sequence[str], rejected: int) -> None:
     metrics = server_metrics()
     if metrics is None:
         return
-    for outcome in INGEST_OUTCOMES[:3]:
+    for outcome in WRITE_OUTCOMES:
         n = sum(1 for o in outcomes if o == outcome)
         if n:
             metrics.ingest_items.labels(kind, outcome).inc(n)

@@ -238,6 +238,8 @@ def test_request_latency_by_url_rule_and_status(client, tenants) -> None:
     for job in ("a", "a", "missing-1", "missing-2"):
         client.get(f"/api/jobs/{job}", headers={"x-api-key": key})
     client.get("/no/such/path")
+    for n in range(3):  # made-up methods all count as OTHER: no series per method
+        client.open("/no/such/path", method=f"BREW{n}")
     after = scrape(client, OPERATOR)
     rules = {dict(ls)["endpoint"] for n, ls in after
              if n == "chronos_http_request_duration_seconds_count"}  # fmt: skip
@@ -252,6 +254,8 @@ def test_request_latency_by_url_rule_and_status(client, tenants) -> None:
     assert count(after, rule, "404") - count(before, rule, "404") == 2
     assert count(after, UNMATCHED, "404") - count(before, UNMATCHED, "404") == 1
     assert not any("missing-1" in str(labels) for _, labels in after)
+    assert value(after, "chronos_http_request_duration_seconds_count", endpoint=UNMATCHED,
+                 method="OTHER", status="404") == 3  # fmt: skip
 
 
 def test_ingest_items_counted_by_outcome(client, tenants) -> None:
