@@ -212,3 +212,42 @@ def test_one_scanner_sweeps_per_interval(app: Flask, tenants: Tenants) -> None:
     assert [r is not None for r in reports] == [True, False, False]
     assert reports[0] is not None and reports[0].removed == 2
     assert stored(app, "acme") == ["a-0"]
+
+
+def test_analytics_of_the_retained_range_do_not_change_when_records_go(
+    app: Flask, client: FlaskClient, tenants: Tenants
+) -> None:
+    """Metrics come from series and sketches, never from records: trimming every record and
+    sweeping a shortened retention leaves the summary, trends and jobs table as they were."""
+    ingest = Tenants.headers(tenants.key("acme", "ingest", "read", "admin"))
+    now = now_ms()
+    runs = [{"execId": f"e{i}", "jobId": f"job-{i % 3}", "status": "failed" if i % 4 else "success",
+             "startedAt": now - DAY_MS * (i % 6) - 60_000 * i, "durationMs": 250 + 97 * i}
+            for i in range(60)]  # fmt: skip
+    jobs = {"jobs": [{"id": f"job-{j}", "name": f"job {j}"} for j in range(3)]}
+    assert client.post("/api/ingest/jobs/register", json=jobs, headers=ingest).status_code == 200
+    for i in range(0, 60, 20):
+        answer = client.post("/api/ingest/executions/batch", json={"executions": runs[i:i + 20]},
+                             headers=ingest)  # fmt: skip
+        assert answer.status_code == 200 and answer.get_json()["accepted"] == 20
+    hour = 3_600_000
+    end = now // hour * hour + hour  # fixed ranges: the answers must not move with the clock
+    week = f"range=custom&start={end - 7 * DAY_MS}&end={end}"
+    reads = [f"/api/analytics/trends?{week}&bucket=day&tz=Europe/Paris",
+             f"/api/analytics/trends?{week}&bucket=hour&jobId=job-1",
+             f"/api/analytics/jobs?{week}"]  # fmt: skip
+
+    def figures() -> list[Any]:
+        summary = client.get("/api/analytics/summary", headers=ingest).get_json()["data"]
+        counts = {k: v for k, v in summary["last24h"].items() if k not in ("start", "end")}
+        return [counts, *(client.get(url, headers=ingest).get_json()["data"] for url in reads)]
+
+    before = figures()
+    assert before[0]["runs"] == 10
+    assert [row["runs"] for row in before[3]["jobs"]] == [20, 20, 20]
+    assert put(client, tenants.key("acme", "admin"),
+               {"executionDays": 1, "maxExecutionsPerJob": 1}).status_code == 200  # fmt: skip
+    backend = get_state(app).backend()
+    assert sweep_retention(backend, now_ms()).removed > 50
+    assert len(stored(app, "acme")) <= 3
+    assert figures() == before
