@@ -68,7 +68,7 @@ def check_connection(r: redis.Redis, shown_url: str) -> Result:
         )
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         text = str(exc)
-        if any(s in text for s in ("SSL", "certificate", "TLS")):
+        if any(s in text.lower() for s in ("ssl", "certificate", "tls")):
             hint = (
                 "check the TLS options: ssl_ca_certs=<CA file> to trust the server's "
                 "certificate, ssl_certfile/ssl_keyfile if it requires a client certificate, "
