@@ -14,7 +14,7 @@ from flask import Blueprint
 from flask_sock import Sock
 
 from chronos.auth import Principal, authenticate, session_principal
-from chronos.errors import ChronosError, Forbidden, RateLimited, Unauthorized
+from chronos.errors import BackendUnavailable, ChronosError, Forbidden, RateLimited, Unauthorized
 from chronos.extension import get_backend, get_state
 from chronos.models import Delivery, Event
 from chronos.prometheus import socket_closed, socket_opened
@@ -30,6 +30,11 @@ ACK_TIMEOUT_MS = 30_000
 CLAIM_EVERY_S = 5.0
 PING_EVERY_S = 20.0
 READ_BLOCK_MS = 1000
+#: How long the server waits for the acks of the triggers it just sent. Runners ack on
+#: receipt, so the ack is recorded now rather than after the next blocking read (up to
+#: READ_BLOCK_MS later), when a restart in between would lose it and leave the trigger to a
+#: redelivery after ACK_TIMEOUT_MS.
+ACK_WAIT_S = 0.5
 MAX_JOBS = 1000
 #: Largest message a client may send (a hello naming MAX_JOBS long ids fits); a bigger one
 #: closes the socket with 1009 instead of being buffered whole.
@@ -41,10 +46,17 @@ def _limit_messages(state: Any) -> None:
     state.app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE_BYTES})
 
 
+def close_code(exc: ChronosError) -> int:
+    """The websocket close code for an error: 44xx mirror HTTP statuses the client must act
+    on; a storage outage is 1013 (try again later), which clients retry as any disconnect."""
+    if isinstance(exc, Forbidden | Unauthorized | RateLimited):
+        return 4000 + exc.status_code
+    return 1013 if isinstance(exc, BackendUnavailable) else 1011
+
+
 def _close_with(ws: Any, exc: ChronosError) -> None:
     ws.send(json.dumps({"type": "error", "error": exc.message, "code": exc.code}))
-    code = 4403 if isinstance(exc, Forbidden) else 4429 if isinstance(exc, RateLimited) else 4401
-    ws.close(reason=code, message=exc.message[:120])
+    ws.close(reason=close_code(exc), message=exc.message[:120])
 
 
 def _hello(ws: Any) -> tuple[list[str], str]:
@@ -86,6 +98,10 @@ def runner_socket(ws: Any) -> None:
     socket_opened("runner")
     try:
         _serve_runner(ws, principal, jobs, runner)
+    except ChronosError as exc:  # Redis went away: the runner reconnects with backoff
+        if not isinstance(exc, BackendUnavailable):
+            log.error("runner socket of tenant %r: %s", principal.tenant_id, exc.message)
+        _close_with(ws, exc)
     finally:
         socket_closed("runner")
 
@@ -106,10 +122,26 @@ def _serve_runner(ws: Any, principal: Principal, jobs: list[str], runner: str) -
         for delivery in deliveries:
             pending[delivery.trigger_id] = delivery
             ws.send(_trigger_message(delivery))
+        if deliveries:
+            _await_acks(ws, pending, [d.trigger_id for d in deliveries], runner, tenant)
         if time.monotonic() >= next_ping:
             ws.send('{"type": "ping"}')
             next_ping = time.monotonic() + PING_EVERY_S
+    while (raw := ws.receive(timeout=0)) is not None:  # acks that came in the last read
+        _on_runner_message(raw, pending, runner, tenant)
     _going_away(ws)
+
+
+def _await_acks(ws: Any, pending: dict[str, Delivery], sent: list[str], runner: str,
+                tenant: str) -> None:  # fmt: skip
+    """Handle the runner's messages until the triggers in ``sent`` are acknowledged, for at
+    most ``ACK_WAIT_S``."""
+    deadline = time.monotonic() + ACK_WAIT_S
+    while any(t in pending for t in sent) and (left := deadline - time.monotonic()) > 0:
+        raw = ws.receive(timeout=left)
+        if raw is None:
+            return
+        _on_runner_message(raw, pending, runner, tenant)
 
 
 def _going_away(ws: Any) -> None:

@@ -43,8 +43,12 @@ class ScanSettings:
     default_grace_ms: int = 60 * 1000
     #: Most items each step handles per tick; the rest waits for the next tick.
     batch: int = 1000
-    #: How long a claim on ``(job, instant)`` holds off other scanners.
-    claim_ttl_ms: int = 60 * 1000
+    #: How long a claim on ``(job, instant)`` holds off other scanners. Claims only spare
+    #: racing scanners duplicate work (firing stays exactly-once without them: trigger ids
+    #: are deterministic, queueing one twice is a no-op, advancing is compare-and-set), so
+    #: they need to outlive one tick, not more: a scanner killed between its claim and the
+    #: firing delays that instant by this long, which must stay well inside a job's grace.
+    claim_ttl_ms: int = 5 * 1000
 
 
 @dataclass(slots=True)

@@ -1,0 +1,86 @@
+"""Redis Stack SIGKILLed while several SDK clients ingest through gunicorn, then restarted.
+
+Meanwhile the API answers 503 with ``Retry-After`` and a JSON body, quickly; afterwards every
+execution the server acknowledged is stored, each exactly once, and counted once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from chronos.extension import get_state
+from chronos.timeutil import now_ms
+
+from .checks import missing, runs_counted, searched_exec_ids, stored_exec_ids, wait_indexed
+from .load import IngestLoad
+from .servers import Gunicorn, get_json, post_json
+
+#: How long a request may take while Redis is down: connect refused, two quick retries.
+FAST_503_S = 3.0
+
+
+def assert_quick_503(url: str, key: str) -> None:
+    """Direct requests of each kind answer 503 + Retry-After + a JSON error, quickly."""
+    now = now_ms()
+    batch = {"executions": [{"execId": f"probe-{now}", "jobId": "job:probe", "status": "success",
+                             "startedAt": now - 5, "finishedAt": now}]}  # fmt: skip
+    probes = [
+        lambda: post_json(url + "/api/ingest/executions/batch", batch, {"x-api-key": key}),
+        lambda: get_json(url + "/api/executions?limit=5", {"x-api-key": key}),
+        lambda: get_json(url + "/api/jobs", {"x-api-key": key}),
+        lambda: get_json(url + "/healthz"),
+    ]
+    for probe in probes:
+        started = time.monotonic()
+        status, headers, body = probe()
+        took = time.monotonic() - started
+        assert status == 503, (status, body)
+        assert int(headers["retry-after"]) > 0
+        assert body["success"] is False and "Redis" in body["error"], body
+        assert took < FAST_503_S, f"a request hung {took:.1f} s with Redis down"
+
+
+@pytest.mark.slow
+def test_redis_sigkill_during_ingest_loses_nothing_and_counts_each_run_once(
+    private_redis, private_app, private_tenants, server_env, gunicorns, tmp_path: Path
+) -> None:
+    key = private_tenants.key("acme", "ingest", "read")
+    server = Gunicorn(server_env(private_redis.url, "fault:"), tmp_path / "gunicorn")
+    gunicorns.append(server)
+    server.start()
+    load = IngestLoad(server.url, key, tmp_path / "spool", clients=4)
+    load.register_jobs()
+    since = now_ms()
+    try:
+        load.start()
+        load.wait_sent(800)
+        private_redis.kill()  # mid-stream: batches are in flight
+        down_at = load.total_sent()
+        assert_quick_503(server.url, key)
+        load.wait_sent(down_at + 400)  # the apps keep producing through the outage
+        private_redis.start()
+        up_at = load.total_sent()
+        load.wait_sent(up_at + 400)
+        load.stop()
+        load.drain(timeout=60)
+    finally:
+        load.close()
+    ledger, sent = load.ledger, load.sent_ids()
+    print("redis kill:", load.summary())
+    assert ledger.statuses[503] > 0, "the clients never saw the outage"
+    assert 500 not in ledger.statuses and 500 not in server.access_statuses()
+    assert not ledger.bad_answers, ledger.bad_answers[:5]
+    assert load.dropped() == 0
+    assert ledger.acked == sent  # the SDK retried every batch until acknowledged
+    assert not missing(private_redis.url, "fault:", "acme", ledger.acked)
+    assert stored_exec_ids(private_redis.url, "fault:", "acme") == sent
+    backend, until = get_state(private_app).backend(), now_ms()
+    for job, ids in zip(load.jobs, load.sent):
+        assert runs_counted(backend, "acme", job, since, until) == len(ids), job
+    assert runs_counted(backend, "acme", None, since, until) == len(sent)
+    wait_indexed(private_redis.url, "fault:")
+    found = searched_exec_ids(backend, "acme")
+    assert len(found) == len(sent) and set(found) == sent
