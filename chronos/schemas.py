@@ -36,17 +36,23 @@ class Timestamp(fields.Field):
         return to_iso(value)
 
 
-def nesting_depth(value: Any) -> int:
-    """How deep JSON ``value`` nests objects and arrays (a scalar is 0), without recursion."""
-    deepest, stack = 0, [(value, 0)]
+def shape_problem(value: Any, max_depth: int, max_values: int) -> str | None:
+    """``"depth"`` if JSON ``value`` nests deeper than ``max_depth``, ``"size"`` if it holds
+    more than ``max_values`` values in all, else ``None``. Iterative and stopping at the first
+    excess, so a huge or deep value costs little."""
+    stack, count = [(value, 0)], 0
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, depth + 1)
-            stack.extend((child, depth + 1) for child in item)
-    return deepest
+        children = list(item.values()) if isinstance(item, dict) else item
+        if not isinstance(children, list):
+            continue
+        count += len(children)
+        if count > max_values:
+            return "size"
+        if depth >= max_depth:
+            return "depth"
+        stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 class BoundedDict(fields.Dict):
@@ -60,14 +66,16 @@ class BoundedDict(fields.Dict):
         self.max_bytes = max_bytes
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        # Cheap checks first: an object over the size cannot be worth validating key by key.
-        if isinstance(value, dict) and len(value) > self.max_bytes // 4:
-            raise ValidationError(f"must encode to at most {self.max_bytes} bytes of JSON")
-        if nesting_depth(value) > self.MAX_DEPTH:
+        # The shape first, cheaply: every value takes at least 2 bytes of JSON ("0,").
+        problem = shape_problem(value, self.MAX_DEPTH, self.max_bytes // 2)
+        if problem == "depth":
             raise ValidationError(f"must nest at most {self.MAX_DEPTH} levels deep")
+        too_big = f"must encode to at most {self.max_bytes} bytes of JSON"
+        if problem == "size":
+            raise ValidationError(too_big)
         result = super()._deserialize(value, attr, data, **kwargs)
         if len(json.dumps(result, separators=(",", ":"))) > self.max_bytes:
-            raise ValidationError(f"must encode to at most {self.max_bytes} bytes of JSON")
+            raise ValidationError(too_big)
         return result
 
 
