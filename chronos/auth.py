@@ -5,9 +5,9 @@ A key comes in ``x-api-key: <key>`` or ``Authorization: Bearer <key>``. It is fo
 ``read`` reads, ``admin`` does both. Last use is recorded at most once a minute per key.
 
 Failed authentications are counted per client address and per key id (the visible part of
-``chr_<id>_<secret>``), across all workers. Once either is over
-``CHRONOS_AUTH_FAILURES_PER_MINUTE`` this minute, its requests get 429 before the key is even
-looked up, whether the key is right or not: a guesser learns nothing until the minute ends.
+``chr_<id>_<secret>``), across all workers. Once either has ``CHRONOS_AUTH_FAILURES_PER_MINUTE``
+failures this minute, its requests get 429 before the key is even looked up, whether the key
+is right or not: a guesser learns nothing more until the minute ends.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def authenticate(scope: str) -> Principal:
         raise Unauthorized("missing API key: send it as 'x-api-key' or 'Authorization: Bearer'")
     parsed = parse_api_key(presented)
     limits = _failure_limits(parsed[0] if parsed else None)
-    if limits and (wait_ms := rate_wait(limits, count=False)):
+    reached = [(name, limit - 1, window) for name, limit, window in limits]  # limit failures
+    if reached and (wait_ms := rate_wait(reached, count=False)):
         raise _refuse(limits, wait_ms)
     if parsed is None:
         raise _failed(limits)

@@ -33,8 +33,8 @@
                                     key stops working everywhere within this time.
 ``CHRONOS_AUTH_FAILURES_PER_MINUTE`` Failed API-key authentications allowed per minute from one
                                     client address, and for one key id (20; 0 = no limit).
-                                    Over it, every key from there (or with that id) gets 429 +
-                                    Retry-After until the minute ends.
+                                    After that many, every key from there (or with that id)
+                                    gets 429 + Retry-After until the minute ends.
 ``CHRONOS_CATCH_UP_SECONDS``        A scheduled instant the scanner sees later than this (it
                                     was down) is recorded as missed instead of firing (300).
 ``CHRONOS_DEFAULT_GRACE_SECONDS``   How long after its instant a run may start before it is
