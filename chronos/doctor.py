@@ -36,6 +36,7 @@ REDIS_CHECKS = (
     "server",
     "modules",
     "write",
+    "pubsub",
     "schema",
     "indices",
     "persistence",

@@ -41,8 +41,8 @@ SKEW_FAIL_MS = 30_000
 PROBE_TTL_MS = 60_000
 _PROBE = "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return redis.call('PTTL', KEYS[1])"
 _ACL_HINT = (
-    "the ACL of Chronos's user needs: ~<prefix>* &<prefix>* +@all -@dangerous +info "
-    "+module|list (docs/deployment.md)"
+    "the ACL of Chronos's user needs: ~<prefix>* &<prefix>events:* +@all -@dangerous +info "
+    "+module|list (deploy/redis-stack/users.acl.example)"
 )
 
 
@@ -193,6 +193,33 @@ def check_write(r: redis.Redis, keys: Keys, now: int) -> Result:
         f"Writes from Lua scripts work (probe key {keys.heartbeat('doctor')}, "
         f"expires in {int(ttl) // 1000} s).",
     )
+
+
+def check_pubsub(r: redis.Redis, keys: Keys) -> Result:
+    """Subscribe to the live-event pattern as each web worker does. An ACL checks a PSUBSCRIBE
+    pattern literally against its channel rules, so ``&chronos:*`` does not allow it."""
+    pattern = keys.events_pattern()
+    pubsub = r.pubsub()
+    try:
+        pubsub.psubscribe(pattern)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message and message["type"] == "psubscribe":
+                return ok("pubsub", f"Live events can be received (PSUBSCRIBE {pattern}).")
+        return warn(
+            "pubsub",
+            f"PSUBSCRIBE {pattern} was not confirmed within 3 s.",
+            "live updates may lag; check the server's load",
+        )
+    except redis.ResponseError as exc:
+        return fail(
+            "pubsub",
+            f"PSUBSCRIBE {pattern} is refused ({exc}): dashboards and /ws/live get no live events.",
+            f"allow the channel pattern literally: &{pattern} in the user's ACL",
+        )
+    finally:
+        pubsub.close()
 
 
 def check_schema(r: redis.Redis, keys: Keys) -> Result:
@@ -418,6 +445,7 @@ def run(
         ("server", lambda: check_server(r)),
         ("modules", lambda: check_modules(r)),
         ("write", lambda: check_write(r, keys, clock())),
+        ("pubsub", lambda: check_pubsub(r, keys)),
         ("schema", lambda: check_schema(r, keys)),
         ("indices", lambda: check_indices(r, keys)),
         ("persistence", lambda: check_persistence(r)),

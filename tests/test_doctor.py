@@ -74,7 +74,7 @@ def test_all_ok_after_migrations_and_a_fresh_heartbeat(private_redis, key_prefix
         assert found["scanner"].details["owner"] == "test:1"
         assert not doctor.failed(results)
         text = doctor.render(results)
-        assert text.splitlines()[-1].endswith("14 ok, 0 warn, 0 fail, 0 skipped")
+        assert text.splitlines()[-1].endswith("15 ok, 0 warn, 0 fail, 0 skipped")
     finally:
         get_state(app).close()
         cleanup_prefix(private_redis, key_prefix)
@@ -153,6 +153,12 @@ def test_acl_user_with_the_documented_rules(private_redis, key_prefix, tmp_path)
         assert failed["connection"].status == "fail"
         assert "refused the credentials" in failed["connection"].message
         assert "not-it" not in failed["connection"].message
+
+        # `&prefix*` alone does not allow PSUBSCRIBE prefix:events:* (patterns match literally).
+        admin.execute_command("ACL", "SETUSER", user, "resetchannels", f"&{key_prefix}*")
+        deaf = by_name(doctor.run(get_state(make_app(url, key_prefix, tmp_path))))
+        assert deaf["pubsub"].status == "fail" and "no live events" in deaf["pubsub"].message
+        assert f"&{key_prefix}events:*" in deaf["pubsub"].hint
 
         # Without +module|list, /healthz cannot work: a failure that names the ACL rule.
         admin.execute_command("ACL", "SETUSER", user, "-module|list")
