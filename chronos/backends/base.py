@@ -48,7 +48,9 @@ class BackendOptions:
     #: Execution records kept per job (newest ``started_at``); 0: no cap.
     max_executions_per_job: int = DEFAULT_MAX_EXECUTIONS_PER_JOB
     connect_timeout_s: float = 5.0
-    socket_timeout_s: float = 10.0
+    #: Longest wait for a reply: a stalled server fails requests (503) after this. Chronos's
+    #: slowest commands take milliseconds, its blocking reads one second.
+    socket_timeout_s: float = 5.0
 
     @property
     def default_retention(self) -> RetentionPolicy:

@@ -7,10 +7,14 @@ execution the server acknowledged is stored, each exactly once, and counted once
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from chronos.backends.base import BackendOptions
 from chronos.extension import get_state
 from chronos.timeutil import now_ms
 
@@ -21,26 +25,34 @@ from .servers import Gunicorn, get_json, post_json
 #: How long a request may take while Redis is down: connect refused, two quick retries.
 FAST_503_S = 3.0
 
+Answer = tuple[int, dict[str, str], Any]
 
-def assert_quick_503(url: str, key: str) -> None:
-    """Direct requests of each kind answer 503 + Retry-After + a JSON error, quickly."""
+
+def assert_503s(url: str, key: str, within_s: float) -> None:
+    """Direct requests of each kind (at once) answer 503 + Retry-After + a JSON error within
+    ``within_s`` seconds each."""
     now = now_ms()
     batch = {"executions": [{"execId": f"probe-{now}", "jobId": "job:probe", "status": "success",
                              "startedAt": now - 5, "finishedAt": now}]}  # fmt: skip
+    head, wait = {"x-api-key": key}, 60  # a hang is measured, not cut short by the client
     probes = [
-        lambda: post_json(url + "/api/ingest/executions/batch", batch, {"x-api-key": key}),
-        lambda: get_json(url + "/api/executions?limit=5", {"x-api-key": key}),
-        lambda: get_json(url + "/api/jobs", {"x-api-key": key}),
-        lambda: get_json(url + "/healthz"),
+        lambda: post_json(url + "/api/ingest/executions/batch", batch, head, timeout=wait),
+        lambda: get_json(url + "/api/executions?limit=5", head, timeout=wait),
+        lambda: get_json(url + "/api/jobs", head, timeout=wait),
+        lambda: get_json(url + "/healthz", timeout=wait),
     ]
-    for probe in probes:
+
+    def timed(probe: Callable[[], Answer]) -> tuple[Answer, float]:
         started = time.monotonic()
-        status, headers, body = probe()
-        took = time.monotonic() - started
+        return probe(), time.monotonic() - started
+
+    with ThreadPoolExecutor(len(probes)) as pool:
+        answers = list(pool.map(timed, probes))
+    for (status, headers, body), took in answers:
         assert status == 503, (status, body)
         assert int(headers["retry-after"]) > 0
         assert body["success"] is False and "Redis" in body["error"], body
-        assert took < FAST_503_S, f"a request hung {took:.1f} s with Redis down"
+        assert took < within_s, f"a request hung {took:.1f} s with Redis down"
 
 
 @pytest.mark.slow
@@ -59,7 +71,7 @@ def test_redis_sigkill_during_ingest_loses_nothing_and_counts_each_run_once(
         load.wait_sent(800)
         private_redis.kill()  # mid-stream: batches are in flight
         down_at = load.total_sent()
-        assert_quick_503(server.url, key)
+        assert_503s(server.url, key, FAST_503_S)
         load.wait_sent(down_at + 400)  # the apps keep producing through the outage
         private_redis.start()
         up_at = load.total_sent()
@@ -84,3 +96,24 @@ def test_redis_sigkill_during_ingest_loses_nothing_and_counts_each_run_once(
     wait_indexed(private_redis.url, "fault:")
     found = searched_exec_ids(backend, "acme")
     assert len(found) == len(sent) and set(found) == sent
+
+
+@pytest.mark.slow
+def test_a_frozen_redis_answers_503_within_the_socket_timeout(
+    private_redis, private_tenants, server_env, gunicorns, tmp_path: Path
+) -> None:
+    """SIGSTOP: Redis keeps its connections open and answers nothing (as a stalled host or a
+    network partition does). Requests wait for the socket timeout once, not once per retry."""
+    key = private_tenants.key("acme", "ingest", "read")
+    server = Gunicorn(server_env(private_redis.url, "fault:"), tmp_path / "gunicorn", workers=1,
+                      threads=8)  # fmt: skip
+    gunicorns.append(server)
+    server.start()
+    assert get_json(server.url + "/api/jobs", {"x-api-key": key})[0] == 200
+    private_redis.freeze()
+    try:
+        assert_503s(server.url, key, BackendOptions().socket_timeout_s + 3)
+    finally:
+        private_redis.thaw()
+    assert get_json(server.url + "/api/jobs", {"x-api-key": key})[0] == 200
+    assert 500 not in server.access_statuses()

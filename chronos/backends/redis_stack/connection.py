@@ -81,9 +81,16 @@ class LazyClient:
             socket_connect_timeout=opts.connect_timeout_s,
             socket_timeout=opts.socket_timeout_s,
             health_check_interval=30,
-            # Brief: a dead Redis must turn into a quick 503, not requests hanging on retries.
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            # A refused or dropped connection (Redis restarting) is retried twice, briefly, so
+            # a dead Redis turns into a 503 within a second. A timeout is not: the server is
+            # there but stalled (frozen, partitioned, blocked), and redis-py nests its retries
+            # (connect, then the handshake's health check, then the command), so retrying
+            # timeouts would hold a request for up to 3 x 3 x 3 socket timeouts instead of one.
+            retry=Retry(
+                ExponentialBackoff(cap=0.5, base=0.05),
+                retries=2,
+                supported_errors=(redis.ConnectionError,),
+            ),
             # Runner websockets each hold a connection while they wait for triggers.
             max_connections=1024,
         )
