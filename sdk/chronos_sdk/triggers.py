@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 RUNNER_PATH = "/ws/runner"
 MAX_HELLO_JOBS = 1000
 SEEN_MAX = 10_000
+#: The close code of a server that is up but cannot serve now (its storage is down).
+TRY_AGAIN_LATER = 1013
 
 Trigger = tuple[str, str, int]  # job id, trigger id, attempt
 
@@ -155,9 +157,13 @@ class TriggerListener:
     def _main(self, stop: threading.Event, jobs_queue: queue.Queue[Trigger | None]) -> None:
         attempt = 0
         while not stop.is_set():
+            try_later = False
             try:
                 self._session(stop, jobs_queue)
             except Exception as exc:
+                # Such a server says `ready`, then closes at once: backing off as after a
+                # failed attempt keeps its runners from reconnecting at the base delay.
+                try_later = isinstance(exc, WebSocketClosed) and exc.code == TRY_AGAIN_LATER
                 if not stop.is_set():
                     self._problem(exc)
             finally:
@@ -168,7 +174,8 @@ class TriggerListener:
                     ws.abort()
             if stop.is_set():
                 break
-            attempt = 1 if was_ready else attempt + 1  # a session that got `ready` resets it
+            # a session that got `ready` resets the backoff, unless it was told to try later
+            attempt = 1 if was_ready and not try_later else attempt + 1
             ceiling = min(self.reconnect_cap, self.reconnect_base * 2 ** (attempt - 1))
             stop.wait(random.uniform(0, ceiling))  # noqa: S311 - jitter, not crypto
 

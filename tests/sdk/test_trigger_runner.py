@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chronos_sdk import ChronosClient, ChronosRunner, MockTransport, Request, Response
+from chronos_sdk import ChronosClient, ChronosRunner, MockTransport, Request, Response, triggers
 from chronos_sdk.triggers import SeenTriggers
 from chronos_sdk.websocket import WebSocket, WebSocketClosed, WebSocketError, ws_url
 
@@ -543,6 +543,33 @@ def test_the_runner_reconnects_and_says_hello_again(server, make_rec, caplog, ho
     if how == "close frame":
         assert first.client_close == 1012  # the client echoed the close frame
         assert any("1012" in r.getMessage() for r in caplog.records)
+
+
+class _Jitter:
+    """Stands in for ``random`` in chronos_sdk.triggers: records each backoff ceiling and waits
+    not at all."""
+
+    def __init__(self) -> None:
+        self.ceilings: list[float] = []
+
+    def uniform(self, low: float, high: float) -> float:
+        self.ceilings.append(high)
+        return 0.0
+
+
+def test_try_again_later_backs_off_although_the_session_was_ready(server, make_rec,
+                                                                  monkeypatch):  # fmt: skip
+    """A server whose storage is down says ``ready``, then closes with 1013 at once. Its
+    runners back off as after failed attempts instead of returning at the base delay."""
+    jitter = _Jitter()
+    monkeypatch.setattr(triggers, "random", jitter)
+    rec = make_rec(reconnect_base=0.01, reconnect_cap=10)
+    rec.runner.register("report", lambda: None)
+    for n, code in enumerate([1013, 1013, 1013, 1012], start=1):
+        started(rec, server, n).close(code, "try again later" if code == 1013 else "restart")
+        until(lambda n=n: len(jitter.ceilings) == n)
+    # growing after each 1013; an ordinary close after `ready` starts over
+    assert jitter.ceilings == pytest.approx([0.01, 0.02, 0.04, 0.01])
 
 
 def test_a_silent_connection_is_treated_as_dead(server, make_rec):
