@@ -85,7 +85,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
-            found[key.strip()] = value.strip()
+            found[key.strip()] = value.strip().removeprefix('"').removesuffix('"')
     return found
 
 
@@ -194,9 +194,12 @@ def test_the_guide_from_install_to_a_clean_stop(tmp_path: Path, processes: list)
     chronos = str(VENV / "bin" / "chronos")
 
     def cli(*args: str, stdin: str | None = None) -> str:
-        cwd = machine.paths["/var/lib/chronos"]
-        done = subprocess.run([chronos, *args], env=env, input=stdin, capture_output=True,
-                              text=True, timeout=60, cwd=cwd)  # fmt: skip
+        """The CLI as the guide runs it: the environment file sourced by the shell."""
+        script = 'set -a; . "$1"; set +a; shift; cd "$1"; shift; exec "$@"'
+        done = subprocess.run(["sh", "-c", script, "sh", str(env_file),
+                               machine.paths["/var/lib/chronos"], chronos, *args],
+                              env=base_env(), input=stdin, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
@@ -244,8 +247,7 @@ def test_the_guide_from_install_to_a_clean_stop(tmp_path: Path, processes: list)
     assert event
 
     # 8. The doctor: nothing fails; CONFIG is (rightly) refused to the chronos user.
-    report = json.loads(subprocess.run([chronos, "doctor", "--json"], env=env, text=True,
-                                       capture_output=True, timeout=60).stdout)  # fmt: skip
+    report = json.loads(cli("doctor", "--json"))
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert report["ok"], report
     assert {n: s for n, s in statuses.items() if s != "ok"} == {"persistence": "warn"}, report
