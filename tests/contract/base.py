@@ -732,6 +732,35 @@ class BackendContract:
         starts = [e.started_at for e in seen]
         assert starts == sorted(starts, reverse=True)
 
+    def test_search_spans_any_time_range_newest_first(self, backend: Backend) -> None:
+        # Start times on and around every hour/day boundary a backend might slice time at,
+        # back to more than a year ago, with ties, and one in the future (a skewed clock).
+        now = time.time_ns() // 1_000_000
+        backend.clock = lambda: now  # type: ignore[attr-defined]  # boundaries at known times
+        hour = 3_600_000
+        ages = sorted({0, 1, 2, *(h * hour + d for h in (1, 6, 24, 72, 168, 720, 2160, 9000)
+                                   for d in (-1, 0, 1))})  # fmt: skip
+        starts = [now + 5 * hour] + [now - age for age in ages] + [now - 6 * hour] * 3
+        execs = [make_exec("acme", f"e{i:03d}", "a", started_at=t) for i, t in enumerate(starts)]
+        backend.write_executions("acme", execs)
+        expected = sorted(starts, reverse=True)
+        for limit in (1, 4, 25, 200):
+            seen: list[Execution] = []
+            cursor = None
+            while True:
+                page = backend.search_executions("acme", ExecutionQuery(limit=limit, cursor=cursor))
+                seen += page.items
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert [e.started_at for e in seen] == expected
+            assert sorted(exec_ids(seen)) == sorted(e.exec_id for e in execs)
+        since, until = now - 72 * hour, now - hour
+        page = backend.search_executions(
+            "acme", ExecutionQuery(since=since, until=until, limit=200)
+        )
+        assert [e.started_at for e in page.items] == [t for t in expected if since <= t < until]
+
     def test_search_pagination_with_filter(self, backend: Backend) -> None:
         backend.write_executions(
             "acme",

@@ -16,7 +16,7 @@ from chronos.backends.redis_stack.core import (
 )
 from chronos.backends.redis_stack.jobs import check_limit
 from chronos.backends.redis_stack.keys import SKETCH_GRAINS, enc, totals_bucket_field
-from chronos.backends.redis_stack.search import Query, search_documents, words
+from chronos.backends.redis_stack.search import Query, search_newest_first, words
 from chronos.errors import ValidationError
 from chronos.models import (
     FAILURE_STATUSES,
@@ -151,14 +151,13 @@ class RedisExecutions(RedisCore, ExecutionStore):
             q.tag("host", enc(query.host))
         if query.trigger_id is not None:
             q.tag("trigger", enc(query.trigger_id))
-        if query.since is not None or query.until is not None:
-            q.numeric("started_at", query.since, None if query.until is None else query.until - 1)
-        if before is not None:
-            q.numeric("started_at", None, before)
         q.text(TEXT_FIELDS, query.text)
-        found = search_documents(
-            self.client(), self.keys.index_alias("executions"), q,
-            sort_by="started_at", ascending=False, offset=skip, limit=query.limit + 1,
+        until = None if query.until is None else query.until - 1
+        highs = [h for h in (before, until) if h is not None]
+        found = search_newest_first(
+            self.client(), self.keys.index_alias("executions"), q, field="started_at",
+            low=query.since, high=min(highs) if highs else None, offset=skip,
+            limit=query.limit + 1, now=self.clock(),
         )  # fmt: skip
         items = [docs.execution_from_doc(d) for d in found[: query.limit]]
         next_cursor = None

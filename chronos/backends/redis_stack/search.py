@@ -50,6 +50,11 @@ class Query:
             self.clauses.append(f"@{'|'.join(fields)}:({' '.join(found)})")
         return self
 
+    def copy(self) -> Query:
+        other = Query()
+        other.clauses, other.params = list(self.clauses), dict(self.params)
+        return other
+
     def _param(self, value: int) -> str:
         name = f"p{len(self.params)}"
         self.params[name] = str(int(value))
@@ -79,3 +84,55 @@ def search_documents(
     args += ["LIMIT", offset, limit, "DIALECT", 2]
     reply = r.execute_command(*args)
     return [json.loads(row["extra_attributes"]["$"]) for row in reply["results"]]
+
+
+_HOUR = 3_600_000
+#: The time slices a newest-first search walks, each reaching further back than the last;
+#: what is older than the widest is searched last, in one go.
+SLICES_MS: tuple[int, ...] = (_HOUR, 6 * _HOUR, 24 * _HOUR, 72 * _HOUR, 168 * _HOUR,
+                              720 * _HOUR, 2160 * _HOUR)  # fmt: skip
+
+
+def search_newest_first(
+    r: redis.Redis,
+    index: str,
+    query: Query,
+    *,
+    field: str,
+    low: int | None,
+    high: int | None,
+    offset: int,
+    limit: int,
+    now: int,
+) -> list[dict[str, Any]]:
+    """The documents matching ``query`` with ``low <= field <= high`` (``None``: open), sorted
+    by ``field`` descending, ``limit`` of them from ``offset``.
+
+    RediSearch collects and sorts every match before it applies ``LIMIT``, so one query over
+    a million executions that match 20,000 costs 20 ms for a page of 25. This walks back in
+    time instead, through slices of ``SLICES_MS`` measured from ``high`` (or from ``now``),
+    one query per slice, and stops as soon as the page is full: a page of recent matches costs
+    what the matches of the last hours cost, however many older ones there are. A rare match
+    costs a few more round trips of empty slices. The slices are disjoint and each is sorted,
+    so the page is the same as that of the single query. ``offset`` skips documents at the top
+    (the ties at ``high`` a cursor has already returned), which all lie in the first slice.
+    """
+    found: list[dict[str, Any]] = []
+    anchor = now if high is None else high
+    top = high
+    for width in (*SLICES_MS, None):
+        bottom = None if width is None else anchor - width
+        last = width is None or (low is not None and bottom is not None and bottom <= low)
+        if low is not None and (bottom is None or bottom <= low):
+            bottom = low
+        page = search_documents(
+            r, index, query.copy().numeric(field, bottom, top),
+            sort_by=field, ascending=False, offset=offset, limit=limit - len(found),
+        )  # fmt: skip
+        found += page
+        offset = 0
+        if len(found) >= limit or last:
+            return found
+        assert bottom is not None  # only the last slice is open at the bottom
+        top = bottom - 1
+    return found
