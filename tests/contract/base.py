@@ -969,6 +969,7 @@ class BackendContract:
             finished("acme", "a4", "a", T0 - MINUTE),  # before every window below
             finished("acme", "b1", "b", T0 + 3 * HOUR + 30 * MINUTE, status="timeout"),
             finished("acme", "x1", "a|b", T0 + 4 * HOUR, duration_ms=7),
+            finished("acme", "a5", "a", T0 + DAY + HOUR, duration_ms=50),  # the next day
         ])  # fmt: skip
         backend.write_executions("zeta", [
             finished("zeta", "a1", "a", T0 + MINUTE, status="failed", duration_ms=900),
@@ -981,6 +982,8 @@ class BackendContract:
             (T0, T0 + DAY),  # whole UTC days
             (T0, T0 + 3 * HOUR),  # whole hours
             (T0 + 7 * MINUTE, T0 + 4 * HOUR + 30 * MINUTE),  # neither
+            (T0 - 2 * HOUR, T0 + DAY + 3 * HOUR),  # hours, a whole day, hours
+            (T0 - 2 * HOUR, T0 + DAY),  # hours, then a whole day
         ],
     )
     def test_metric_totals_equal_single_job_calls(

@@ -30,6 +30,8 @@ from chronos.models import DURATION_BUCKETS_MS, JobTotals, MetricBucket
 #: ``metric_buckets`` lets the server sum each bucket when the series hold more than this many
 #: samples a bucket on average (one command a bucket and metric instead of one a metric).
 SERVER_SUM_SAMPLES = 32
+#: Jobs per ``TOTALS`` script call (each call holds its jobs' keys; the calls are pipelined).
+TOTALS_JOBS = 100
 
 
 def check_edges(edges: Sequence[int]) -> None:
@@ -103,23 +105,30 @@ class RedisMetrics(RedisCore, MetricsStore):
     def metric_totals(
         self, tenant_id: str, job_ids: Sequence[str], start: int, end: int
     ) -> list[MetricBucket]:
-        """One pipelined round trip: per job and metric, the series summed by the server."""
+        """One round trip, a ``TOTALS`` script per ``TOTALS_JOBS`` jobs: the server sums each
+        series over the segments of ``_segments``, so a 90-day table of 500 jobs reads a few
+        daily samples per series instead of 2,000 hourly ones, in a handful of commands."""
         check_edges([start, end])
-        res = self._resolution([start, end], self.clock())
-        first = _floor(start, RESOLUTION_MS[res])
-        pipe = self.client().pipeline(transaction=False)
-        for job_id in job_ids:
-            for metric in METRICS:
-                key = self.keys.series(tenant_id, job_id, metric, res)
-                pipe.execute_command(*self._range(key, res, first, end),
-                                     "ALIGN", "-", "AGGREGATION", "sum", end - first)  # fmt: skip
-        replies = pipe.execute(raise_on_error=False) if job_ids else []
+        segments = self._segments(start, end, self.clock())
+        resolutions = list(dict.fromkeys(res for res, _, _ in segments))
+        args: list[Any] = [len(resolutions)]
+        for res, low, high in segments:
+            args += [resolutions.index(res) + 1, low, high - 1, "1" if res != "raw" else "0"]
+        calls = []
+        for i in range(0, len(job_ids), TOTALS_JOBS):
+            keys = [
+                self.keys.series(tenant_id, job_id, metric, res)
+                for job_id in job_ids[i : i + TOTALS_JOBS]
+                for metric in METRICS
+                for res in resolutions
+            ]
+            calls.append((keys, args))
+        sums = [float(v) for reply in self.run_scripts("TOTALS", calls) for v in reply]
         result = []
-        for i in range(len(job_ids)):
+        for j in range(len(job_ids)):
             bucket = MetricBucket(start=start, end=end)
-            for metric, reply in zip(METRICS, replies[i * len(METRICS) : (i + 1) * len(METRICS)]):
-                for _, value in _samples(reply):
-                    _add(bucket, metric, float(value))
+            for m, metric in enumerate(METRICS):
+                _add(bucket, metric, sums[j * len(METRICS) + m])
             result.append(bucket)
         return result
 
@@ -132,6 +141,21 @@ class RedisMetrics(RedisCore, MetricsStore):
         for job_id in job_ids:
             pipe.hgetall(self.keys.totals(tenant_id, job_id))
         return [_totals(fields) for fields in pipe.execute()]
+
+    def _segments(self, start: int, end: int, now: int) -> list[tuple[str, int, int]]:
+        """``[start, end)`` as ``(resolution, from, to)`` pieces with the same sum as
+        ``metric_buckets(..., [start, end])``: whole UTC days from the daily series and the
+        hours around them from the hourly one; other edges at ``_resolution``'s choice,
+        widened as there."""
+        day, hour = RESOLUTION_MS["1d"], RESOLUTION_MS["1h"]
+        if start % hour or end % hour:
+            res = self._resolution([start, end], now)
+            return [(res, _floor(start, RESOLUTION_MS[res]), end)]
+        first_day, last_day = -(-start // day) * day, _floor(end, day)
+        if first_day >= last_day:
+            return [("1h", start, end)]
+        pieces = [("1h", start, first_day), ("1d", first_day, last_day), ("1h", last_day, end)]
+        return [(res, low, high) for res, low, high in pieces if low < high]
 
     def _quantile_call(
         self,

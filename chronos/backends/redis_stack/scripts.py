@@ -229,6 +229,45 @@ if #present > 1 then redis.call('DEL', KEYS[1]) end
 return result
 """
 
+# KEYS: per job, per metric, one series per resolution used (ARGV[1] of them).
+# ARGV[1] resolutions per metric, then per segment: the resolution's index (1-based), from,
+# to (inclusive), '1' to add LATEST (a compaction's still-open bucket).
+# Returns, per key group (job and metric), the sum of its samples over every segment; a
+# series that does not exist counts zero.
+TOTALS = """
+local per = tonumber(ARGV[1])
+local segments = {}
+for i = 2, #ARGV, 4 do
+  segments[#segments + 1] = {tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] == '1'}
+end
+local out = {}
+for base = 0, #KEYS - 1, per do
+  local total = 0
+  for _, s in ipairs(segments) do
+    local width = tonumber(s[3]) - tonumber(s[2]) + 1
+    local reply
+    if s[4] then
+      reply = redis.pcall('TS.RANGE', KEYS[base + s[1]], s[2], s[3], 'LATEST',
+                          'ALIGN', '-', 'AGGREGATION', 'sum', width)
+    else
+      reply = redis.pcall('TS.RANGE', KEYS[base + s[1]], s[2], s[3],
+                          'ALIGN', '-', 'AGGREGATION', 'sum', width)
+    end
+    if reply.err then
+      if not string.find(string.lower(reply.err), 'does not exist') then return reply end
+    else
+      for _, sample in ipairs(reply) do
+        local value = sample[2]  -- a status reply ({ok = '1.5'}) in RESP2
+        if type(value) == 'table' then value = value.ok or value.double end
+        total = total + tonumber(value)
+      end
+    end
+  end
+  out[#out + 1] = string.format('%.17g', total)
+end
+return out
+"""
+
 # KEYS[1] trigger record, KEYS[2] trigger stream, KEYS[3] the job's trigger list,
 # KEYS[4] deadlines set, KEYS[5] job document, KEYS[6] job state.
 # ARGV[1] record JSON, ARGV[2] trigger id, ARGV[3] scheduled for (ms), ARGV[4] deadline (ms),
