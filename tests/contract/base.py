@@ -969,7 +969,7 @@ class BackendContract:
             finished("acme", "a4", "a", T0 - MINUTE),  # before every window below
             finished("acme", "b1", "b", T0 + 3 * HOUR + 30 * MINUTE, status="timeout"),
             finished("acme", "x1", "a|b", T0 + 4 * HOUR, duration_ms=7),
-            finished("acme", "a5", "a", T0 + DAY + HOUR, duration_ms=50),  # the next day
+            finished("acme", "a5", "a", T0 + DAY + 30 * MINUTE, duration_ms=50),  # the next day
         ])  # fmt: skip
         backend.write_executions("zeta", [
             finished("zeta", "a1", "a", T0 + MINUTE, status="failed", duration_ms=900),
