@@ -52,6 +52,8 @@ MAX_BUCKETS = 2000
 MAX_RANGE_MS = 400 * DAY
 #: Jobs per batched metrics read in the jobs table.
 JOB_BATCH = 500
+#: Columns whose values come from merging each job's duration sketches over the window.
+PERCENTILE_KEYS: tuple[str, ...] = ("p50", "p95", "p99")
 #: Columns of the jobs table, by their wire names.
 SORT_KEYS: tuple[str, ...] = (
     "id", "name", "runs", "success", "failure", "successRate", "avgDuration",
@@ -279,11 +281,14 @@ class JobRow:
 
 @dataclass(slots=True)
 class JobTable:
-    """The rows, and the window they were counted over (widened to whole UTC hours)."""
+    """A page of rows, the window they were counted over (widened to whole UTC hours), and how
+    many rows the whole table has."""
 
     start: int
     end: int
     rows: list[JobRow]
+    total: int = 0
+    offset: int = 0
 
 
 def _totals(buckets: Sequence[MetricBucket], start: int, end: int) -> Totals:
@@ -344,10 +349,16 @@ def trends(
 
 
 def jobs_table(
-    backend: Backend, tenant_id: str, start: int, end: int, sort: str, order: str, now: int
-) -> JobTable:
-    """One row per job of the tenant over ``[start, end)`` widened to whole UTC hours, sorted
-    by ``sort`` (a name of ``SORT_KEYS``), ``asc`` or ``desc``; empty values sort last."""
+    backend: Backend, tenant_id: str, start: int, end: int, sort: str, order: str, now: int,
+    offset: int = 0, limit: int | None = None,
+) -> JobTable:  # fmt: skip
+    """The rows ``offset`` to ``offset + limit`` (all with ``limit=None``) of the table of the
+    tenant's jobs over ``[start, end)`` widened to whole UTC hours, sorted by ``sort`` (a name
+    of ``SORT_KEYS``), ``asc`` or ``desc``; empty values sort last.
+
+    Counts come for every job in a few commands (``metric_totals``); percentiles cost a merge
+    of the window's sketches per job (~0.3 ms for 90 daily sketches), so they are computed for
+    the returned rows only, unless the table is sorted by one of them."""
     if sort not in SORT_KEYS:
         raise RangeError("sort", f"sort must be one of {', '.join(SORT_KEYS)}")
     if order not in ("asc", "desc"):
@@ -357,16 +368,32 @@ def jobs_table(
     rows: list[JobRow] = []
     for i in range(0, len(jobs), JOB_BATCH):
         chunk = jobs[i : i + JOB_BATCH]
-        ids = [job.id for job in chunk]
-        totals = backend.metric_totals(tenant_id, ids, start, end)
-        quantiles = backend.duration_quantiles_many(tenant_id, ids, start, end, [0.5, 0.95, 0.99])
-        for job, t, (p50, p95, p99) in zip(chunk, totals, quantiles, strict=True):
+        totals = backend.metric_totals(tenant_id, [job.id for job in chunk], start, end)
+        for job, t in zip(chunk, totals, strict=True):
             rows.append(JobRow(
                 job.id, job.name, t.runs, t.success, t.failure,
-                success_rate(t.success, t.failure), t.duration_avg_ms, p50, p95, p99,
+                success_rate(t.success, t.failure), t.duration_avg_ms, None, None, None,
                 job.state.last_failure_at, job_health(job, now),
             ))  # fmt: skip
-    return JobTable(start, end, sort_rows(rows, sort, order))
+    if sort in PERCENTILE_KEYS:
+        _add_percentiles(backend, tenant_id, rows, start, end)
+    page = sort_rows(rows, sort, order)[offset : None if limit is None else offset + limit]
+    if sort not in PERCENTILE_KEYS:
+        _add_percentiles(backend, tenant_id, page, start, end)
+    return JobTable(start, end, page, len(rows), offset)
+
+
+def _add_percentiles(
+    backend: Backend, tenant_id: str, rows: Sequence[JobRow], start: int, end: int
+) -> None:
+    """Fill in p50/p95/p99 of the rows whose jobs recorded a duration in the window."""
+    timed = [row for row in rows if row.avg_duration is not None]
+    for i in range(0, len(timed), JOB_BATCH):
+        chunk = timed[i : i + JOB_BATCH]
+        ids = [row.id for row in chunk]
+        quantiles = backend.duration_quantiles_many(tenant_id, ids, start, end, [0.5, 0.95, 0.99])
+        for row, (p50, p95, p99) in zip(chunk, quantiles, strict=True):
+            row.p50, row.p95, row.p99 = p50, p95, p99
 
 
 _ATTRS = {"successRate": "success_rate", "avgDuration": "avg_duration",

@@ -212,7 +212,8 @@ class JobQuery:
 @dataclass(slots=True)
 class ExecutionQuery:
     job_id: str | None = None
-    status: str | None = None
+    #: Any of these statuses (none: any status).
+    statuses: tuple[str, ...] = ()
     #: Free text over error type/message/stack and stdout/stderr (literally: syntax is inert).
     text: str | None = None
     #: Inclusive lower and exclusive upper bound on ``started_at``.

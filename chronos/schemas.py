@@ -261,9 +261,22 @@ class JobListQuerySchema(PageQuerySchema):
     q = fields.String(load_default=None, validate=validate.Length(max=256))
 
 
+class StatusList(fields.String):
+    """One status or several separated by commas (``failed,timeout,missed``): a tuple."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        statuses = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+        unknown = [s for s in statuses if s not in ALL_STATUSES]
+        if unknown or not statuses:
+            raise ValidationError(f"each status must be one of {', '.join(sorted(ALL_STATUSES))}")
+        return statuses
+
+
 class ExecutionListQuerySchema(PageQuerySchema):
     job_id = fields.String(data_key="jobId", load_default=None, validate=ID)
-    status = fields.String(load_default=None, validate=validate.OneOf(sorted(ALL_STATUSES)))
+    status = StatusList(load_default=(), metadata={
+        "description": "one status, or several separated by commas: any of them"})  # fmt: skip
     q = fields.String(load_default=None, validate=validate.Length(max=256))
     since = Timestamp(data_key="from", load_default=None)
     until = Timestamp(data_key="to", load_default=None)

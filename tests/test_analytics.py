@@ -4,6 +4,8 @@ HTTP with session or key auth, per tenant."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime
@@ -17,11 +19,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from chronos import analytics
+from chronos.accounts import hash_password
 from chronos.analytics import DAY, HOUR, RangeError, bucket_edges
 from chronos.backends.base import Backend
 from chronos.backends.redis_stack import RedisStackBackend
 from chronos.extension import get_state
-from chronos.models import Execution, Job
+from chronos.models import Execution, Job, User
 from chronos.timeutil import now_ms, parse_timestamp, to_iso
 
 MINUTE = 60_000
@@ -594,3 +597,75 @@ def test_memory_backend_gives_the_same_answers(seed: Seed, backend: Backend) -> 
             assert counts == [("alpha", 104, 100, 4), ("beta", 4, 2, 1), ("delta", 0, 0, 0)]
     finally:
         memory.close()
+
+
+def test_jobs_table_pages(client: FlaskClient, reader: dict[str, str], seed: Seed) -> None:
+    whole = answer(client, reader, "jobs", range="7d", sort="runs", order="desc")
+    assert (whole["total"], whole["offset"], whole["limit"]) == (4, 0, 100)
+    pages = [answer(client, reader, "jobs", range="7d", limit=2, offset=o)["jobs"] for o in (0, 2)]
+    assert pages[0] + pages[1] == whole["jobs"]  # percentiles included on every page
+    assert answer(client, reader, "jobs", range="7d", offset=9)["jobs"] == []
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"limit": "x"}):
+        response = client.get("/api/analytics/jobs", query_string=bad, headers=reader)
+        assert response.status_code == 422 and response.get_json()["success"] is False
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_jobs_table_sorted_by_a_percentile_pages_the_whole_order(
+    client: FlaskClient, reader: dict[str, str], seed: Seed, order: str
+) -> None:
+    whole = answer(client, reader, "jobs", range="7d", sort="p95", order=order)["jobs"]
+    assert [r["p95"] is None for r in whole] == [False, False, False, True]  # gamma: no runs
+    paged = [row for o in range(4)
+             for row in answer(client, reader, "jobs", range="7d", sort="p95", order=order,
+                               limit=1, offset=o)["jobs"]]  # fmt: skip
+    assert paged == whole
+
+
+def test_percentiles_are_merged_only_for_the_rows_shown(seed: Seed, backend: Backend) -> None:
+    asked: list[list[str]] = []
+    many = backend.duration_quantiles_many
+
+    def spy(tenant_id: str, job_ids: Any, *args: Any) -> Any:
+        asked.append(list(job_ids))
+        return many(tenant_id, job_ids, *args)
+
+    backend.duration_quantiles_many = spy  # type: ignore[method-assign]
+    try:
+        table = analytics.jobs_table(backend, "acme", seed.d0, seed.now, "runs", "desc",
+                                     seed.now, offset=0, limit=1)  # fmt: skip
+        assert [r.id for r in table.rows] == ["alpha"] and table.rows[0].p95 is not None
+        assert asked == [["alpha"]]
+        asked.clear()
+        analytics.jobs_table(backend, "acme", seed.d0, seed.now, "p99", "desc", seed.now,
+                             offset=0, limit=1)  # fmt: skip
+        assert sorted(asked[0]) == ["alpha", "beta", "delta"]  # every job with durations
+    finally:
+        del backend.duration_quantiles_many
+
+
+def test_analytics_page_pages_the_jobs_table_and_links_all_failures(
+    app: Flask, backend: Backend, seed: Seed
+) -> None:
+    backend.upsert_jobs("acme", [Job("acme", f"extra-{i:02d}") for i in range(60)], seed.now)
+    backend.create_user(User("ana", "acme", hash_password("password-123")))
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["user"], session["tenant"], session["admin"] = "ana", "acme", False
+    first = client.get("/analytics?range=7d&sort=runs&order=desc")
+    assert first.status_code == 200
+    rows = re.findall(r'<tr>\s*<td><a href="/jobs/([^"]+)"', first.text)
+    assert len(rows) == 50 and rows[:3] == ["alpha", "beta", "delta"]
+    assert "jobs 1–50 of 64" in first.text and 'rel="prev"' not in first.text
+    next_href = re.search(r'href="([^"]+)" rel="next"', first.text)
+    assert next_href is not None
+    second = client.get(html.unescape(next_href.group(1)))
+    rest = re.findall(r'<tr>\s*<td><a href="/jobs/([^"]+)"', second.text)
+    assert len(rest) == 14 and not set(rest) & set(rows)
+    assert "jobs 51–64 of 64" in second.text and 'rel="next"' not in second.text
+    # "Failures" counts failed, timed out and missed runs; its link finds all of them.
+    beta = re.search(r'/jobs/beta".*?<a href="(/search\?[^"]+)">1</a>', first.text, re.S)
+    assert beta is not None
+    found = client.get(html.unescape(beta.group(1)))
+    assert found.status_code == 200
+    assert re.findall(r'/executions/([^"]+)"', found.text) == ["b3"]  # the timeout

@@ -97,11 +97,22 @@ def test_started_run_settles_the_trigger(redis_backend, now) -> None:
     register(redis_backend, job, now - 1)
     tick(redis_backend, now, "s1", SETTINGS)
     (trigger,) = redis_backend.list_triggers("acme", "j", 10)
-    redis_backend.write_executions("acme", [Execution(
-        "acme", "run-1", "j", "running", started_at=now + 2000, trigger_id=trigger.trigger_id)])
+    redis_backend.write_executions(
+        "acme",
+        [
+            Execution(
+                "acme",
+                "run-1",
+                "j",
+                "running",
+                started_at=now + 2000,
+                trigger_id=trigger.trigger_id,
+            )
+        ],
+    )
     report = tick(redis_backend, now + 31_000, "s1", SETTINGS)
     assert report.missed == 0 and report.settled == 1
-    page = redis_backend.search_executions("acme", ExecutionQuery(job_id="j", status="missed"))
+    page = redis_backend.search_executions("acme", ExecutionQuery(job_id="j", statuses=("missed",)))
     assert page.items == []
 
 

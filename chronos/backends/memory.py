@@ -434,12 +434,13 @@ def _execution_matches(stored: _StoredExecution, query: ExecutionQuery) -> bool:
     e = stored.record
     exact = (
         (query.job_id, e.job_id),
-        (query.status, e.status),
         (query.job_version, e.job_version),
         (query.host, e.host),
         (query.trigger_id, e.trigger_id),
     )
     if any(wanted is not None and wanted != actual for wanted, actual in exact):
+        return False
+    if query.statuses and e.status not in query.statuses:
         return False
     if query.since is not None and e.started_at < query.since:
         return False

@@ -61,6 +61,10 @@ class TrendsQuerySchema(RangeQuerySchema, TzQuerySchema):
 class JobsQuerySchema(RangeQuerySchema):
     sort = fields.String(load_default="runs", validate=validate.OneOf(analytics.SORT_KEYS))
     order = fields.String(load_default="desc", validate=validate.OneOf(["asc", "desc"]))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000),
+                           metadata={"description": "rows of the sorted table"})  # fmt: skip
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, 1_000_000),
+                            metadata={"description": "rows to skip first"})  # fmt: skip
 
 
 class TotalsOutSchema(Schema):
@@ -125,6 +129,9 @@ class JobsOutSchema(Schema):
     end = Timestamp()
     sort = fields.String()
     order = fields.String()
+    total = fields.Integer(metadata={"description": "rows of the whole table (jobs)"})
+    offset = fields.Integer()
+    limit = fields.Integer()
     jobs = fields.List(fields.Nested(JobRowOutSchema))
 
 
@@ -174,13 +181,16 @@ def trends() -> Response:
 @bp.get("/jobs")
 @require_reader
 def jobs() -> Response:
-    """One row per job: runs, success rate, failures, p50/p95/p99, last failure and health."""
+    """One row per job: runs, success rate, failures, p50/p95/p99, last failure and health;
+    a page of ``limit`` rows of the sorted table from ``offset``, and the table's ``total``."""
     args = _jobs_query.load(request.args)
     now = now_ms()
     with _range_errors():
         start, end = analytics.resolve_range(args["range"], now, args["start"], args["end"])
     table = analytics.jobs_table(get_backend(), principal().tenant_id, start, end,
-                                 args["sort"], args["order"], now)  # fmt: skip
+                                 args["sort"], args["order"], now,
+                                 offset=args["offset"], limit=args["limit"])  # fmt: skip
     data = {"range": args["range"], "start": table.start, "end": table.end,
-            "sort": args["sort"], "order": args["order"], "jobs": table.rows}  # fmt: skip
+            "sort": args["sort"], "order": args["order"], "total": table.total,
+            "offset": table.offset, "limit": args["limit"], "jobs": table.rows}  # fmt: skip
     return _answer(_jobs_out, data)

@@ -142,7 +142,7 @@ def get_execution(exec_id: str) -> Response:
 def _executions(job_id: str | None) -> Response:
     args = _exec_query.load(request.args)
     query = ExecutionQuery(
-        job_id=job_id if job_id is not None else args["job_id"], status=args["status"],
+        job_id=job_id if job_id is not None else args["job_id"], statuses=args["status"],
         text=args["q"], since=args["since"], until=args["until"], job_version=args["version"],
         host=args["host"], limit=args["limit"], cursor=args["cursor"],
     )  # fmt: skip

@@ -645,8 +645,10 @@ class BackendContract:
             (ExecutionQuery(), ["e4", "e3", "e2", "e1"]),
             (ExecutionQuery(job_id="a"), ["e2", "e1"]),
             (ExecutionQuery(job_id="A"), []),
-            (ExecutionQuery(status="failed"), ["e1"]),
-            (ExecutionQuery(status="running"), ["e4"]),
+            (ExecutionQuery(statuses=("failed",)), ["e1"]),
+            (ExecutionQuery(statuses=("running",)), ["e4"]),
+            (ExecutionQuery(statuses=("failed", "running")), ["e4", "e1"]),
+            (ExecutionQuery(statuses=("timeout", "missed")), ["e3"]),
             (ExecutionQuery(job_version="v1"), ["e4", "e1"]),
             (ExecutionQuery(host="h1"), ["e3", "e1"]),
             (ExecutionQuery(host="h2", job_id="b"), ["e4"]),
@@ -654,7 +656,10 @@ class BackendContract:
             (ExecutionQuery(until=T0 + 3000), ["e2", "e1"]),
             (ExecutionQuery(since=T0 + 2000, until=T0 + 3000), ["e2"]),
             (ExecutionQuery(since=T0 + 5000), []),
-            (ExecutionQuery(job_id="a", status="success", host="h2", job_version="v2"), ["e2"]),
+            (
+                ExecutionQuery(job_id="a", statuses=("success",), host="h2", job_version="v2"),
+                ["e2"],
+            ),
         ],
     )
     def test_search_filters(self, backend: Backend, query: ExecutionQuery, expected: list[str]):
@@ -686,7 +691,7 @@ class BackendContract:
         self._search_world(backend)
         query = ExecutionQuery(text="refused", job_id="b")
         assert backend.search_executions("acme", query).items == []
-        query = ExecutionQuery(text="refused", status="failed", since=T0, until=T0 + 2000)
+        query = ExecutionQuery(text="refused", statuses=("failed",), since=T0, until=T0 + 2000)
         assert exec_ids(backend.search_executions("acme", query).items) == ["e1"]
 
     @pytest.mark.parametrize(

@@ -143,8 +143,8 @@ class RedisExecutions(RedisCore, ExecutionStore):
         q = Query().tag("tenant", enc(tenant_id))
         if query.job_id is not None:
             q.tag("job", enc(query.job_id))
-        if query.status is not None:
-            q.tag("status", enc(query.status))
+        if query.statuses:
+            q.tag("status", *(enc(status) for status in sorted(set(query.statuses))))
         if query.job_version is not None:
             q.tag("version", enc(query.job_version))
         if query.host is not None:

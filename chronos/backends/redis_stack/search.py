@@ -31,10 +31,13 @@ class Query:
         self.clauses: list[str] = []
         self.params: dict[str, str] = {}
 
-    def tag(self, field: str, encoded_value: str) -> Query:
-        name = f"p{len(self.params)}"
-        self.params[name] = encoded_value
-        self.clauses.append(f"@{field}:{{${name}}}")
+    def tag(self, field: str, *encoded_values: str) -> Query:
+        """``field`` holds one of the values (a TAG field; values already encoded)."""
+        names = []
+        for value in encoded_values:
+            names.append(f"p{len(self.params)}")
+            self.params[names[-1]] = value
+        self.clauses.append(f"@{field}:{{{' | '.join('$' + name for name in names)}}}")
         return self
 
     def numeric(self, field: str, low: int | None, high: int | None) -> Query:

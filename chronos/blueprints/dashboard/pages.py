@@ -17,7 +17,7 @@ from chronos import analytics, charts, cron, formatting
 from chronos.blueprints.dashboard import admin_required, bp, login_required
 from chronos.extension import get_backend
 from chronos.health import HEALTHS, job_health
-from chronos.models import Execution, ExecutionQuery, Job, JobQuery
+from chronos.models import ALL_STATUSES, Execution, ExecutionQuery, Job, JobQuery
 from chronos.schemas import lifecycle
 from chronos.timeutil import now_ms, parse_timestamp, to_iso
 
@@ -60,6 +60,13 @@ def _remember_tz() -> None:
 
 def _tenant() -> str:
     return g.principal.tenant_id
+
+
+def _statuses() -> tuple[str, ...]:
+    """The ``status`` filter: one status or several separated by commas; unknown ones are
+    ignored (the filter menu only offers known ones)."""
+    wanted = (request.args.get("status") or "").split(",")
+    return tuple(s for s in dict.fromkeys(wanted) if s in ALL_STATUSES)
 
 
 def _time_arg(name: str) -> int | None:
@@ -210,10 +217,9 @@ def job_detail(job_id: str) -> str:
         except ValueError:
             fires = []
     triggers = backend.list_triggers(tenant, job_id, 10)
-    status = request.args.get("status") or None
     q = request.args.get("q") or None
     page = backend.search_executions(tenant, ExecutionQuery(
-        job_id=job_id, status=status, text=q, limit=25,
+        job_id=job_id, statuses=_statuses(), text=q, limit=25,
         cursor=request.args.get("cursor") or None))  # fmt: skip
     by_trigger = {}
     if triggers:
@@ -283,7 +289,7 @@ def search() -> str:
     if q is None and since is None and not args.get("job"):
         since = now - 7 * DAY  # a browse without a query: the last week, newest first
     query = ExecutionQuery(
-        job_id=args.get("job"), status=args.get("status"), text=q, since=since, until=until,
+        job_id=args.get("job"), statuses=_statuses(), text=q, since=since, until=until,
         job_version=args.get("version"), host=args.get("host"), limit=25,
         cursor=request.args.get("cursor") or None,
     )  # fmt: skip
@@ -293,9 +299,7 @@ def search() -> str:
     next_url = (url_for(".search", **args, cursor=page.next_cursor)
                 if page.next_cursor else None)  # fmt: skip
     return render_template("search.html", results=results, args=args, next_url=next_url,
-                           since=since, until=until,
-                           statuses=("success", "failed", "timeout", "cancelled", "missed",
-                                     "running"))  # fmt: skip
+                           since=since, until=until)  # fmt: skip
 
 
 @bp.get("/analytics")
@@ -308,10 +312,16 @@ def analytics_page() -> str:
     sort = request.args.get("sort", "runs")
     sort = sort if sort in analytics.SORT_KEYS else "runs"
     order = "asc" if request.args.get("order") == "asc" else "desc"
-    table = analytics.jobs_table(backend, tenant, start, end, sort=sort, order=order, now=now).rows
-    base = {k: v for k, v in request.args.items() if k not in ("sort", "order") and v}
+    offset = request.args.get("offset", "0")
+    offset = int(offset) if offset.isdigit() and len(offset) < 7 else 0
+    table = analytics.jobs_table(backend, tenant, start, end, sort=sort, order=order, now=now,
+                                 offset=offset, limit=PAGE)  # fmt: skip
+    base = {k: v for k, v in request.args.items() if k not in ("sort", "order", "offset") and v}
+    pages = {"previous": max(0, offset - PAGE) if offset else None,
+             "next": offset + PAGE if offset + PAGE < table.total else None}  # fmt: skip
     return render_template(
-        "analytics.html", chart=_charts(trend, job_id), trend=trend, table=table, range=chosen,
+        "analytics.html", chart=_charts(trend, job_id), trend=trend, table=table.rows,
+        total=table.total, offset=offset, pages=pages, range=chosen,
         ranges=RANGES, bucket=bucket, start=start, end=end, sort=sort, order=order, base=base,
         job_id=job_id, buckets=("hour", "day", "week", "month"), to_iso=to_iso,
     )  # fmt: skip
