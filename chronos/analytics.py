@@ -20,8 +20,10 @@ lasts 23 or 25 hours across a DST change. How exactly the store answers for such
   local day in Paris is then read as the two UTC days it overlaps; a week or month gains up to
   a day at each end).
 
-The jobs table widens its window to whole UTC hours, so that its counts and its percentiles
-cover the same runs; the summary counts the last 24 h to the minute.
+The jobs table widens its window to whole UTC hours, and windows over 48 hours to whole UTC
+days (one daily sample a series, and weekly sketches for the final weeks, instead of an hour's
+each), so that its counts and its percentiles cover the same runs; the summary counts the
+last 24 h to the minute.
 """
 
 from __future__ import annotations
@@ -281,8 +283,8 @@ class JobRow:
 
 @dataclass(slots=True)
 class JobTable:
-    """A page of rows, the window they were counted over (widened to whole UTC hours), and how
-    many rows the whole table has."""
+    """A page of rows, the window they were counted over (widened to whole UTC hours, or days
+    over 48 hours), and how many rows the whole table has."""
 
     start: int
     end: int
@@ -353,8 +355,8 @@ def jobs_table(
     offset: int = 0, limit: int | None = None,
 ) -> JobTable:  # fmt: skip
     """The rows ``offset`` to ``offset + limit`` (all with ``limit=None``) of the table of the
-    tenant's jobs over ``[start, end)`` widened to whole UTC hours, sorted by ``sort`` (a name
-    of ``SORT_KEYS``), ``asc`` or ``desc``; empty values sort last.
+    tenant's jobs over ``[start, end)`` widened to whole UTC hours (days, over 48 hours),
+    sorted by ``sort`` (a name of ``SORT_KEYS``), ``asc`` or ``desc``; empty values last.
 
     Counts come for every job in a few commands (``metric_totals``); percentiles cost a merge
     of the window's sketches per job (~0.3 ms for 90 daily sketches), so they are computed for
@@ -363,7 +365,8 @@ def jobs_table(
         raise RangeError("sort", f"sort must be one of {', '.join(SORT_KEYS)}")
     if order not in ("asc", "desc"):
         raise RangeError("order", "order must be asc or desc")
-    start, end = start - start % HOUR, -(-end // HOUR) * HOUR
+    grain = DAY if end - start > 2 * DAY else HOUR
+    start, end = start - start % grain, -(-end // grain) * grain
     jobs = all_jobs(backend, tenant_id)
     rows: list[JobRow] = []
     for i in range(0, len(jobs), JOB_BATCH):

@@ -125,7 +125,8 @@ class JobRowOutSchema(Schema):
 
 class JobsOutSchema(Schema):
     range = fields.String()
-    start = Timestamp(metadata={"description": "the range widened to whole UTC hours"})
+    start = Timestamp(metadata={
+        "description": "the range widened to whole UTC hours (days, over 48 hours)"})  # fmt: skip
     end = Timestamp()
     sort = fields.String()
     order = fields.String()

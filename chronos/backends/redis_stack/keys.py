@@ -24,6 +24,11 @@ RESOLUTIONS: tuple[str, ...] = ("raw", "1h", "1d")
 RESOLUTION_MS: dict[str, int] = {"raw": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 #: Duration sketches: hourly for recent data, daily for the long range.
 SKETCH_GRAINS: dict[str, int] = {"h": 3_600_000, "d": 86_400_000}
+#: Weekly sketches (grain "w", Monday 00:00 UTC to Monday) are not written by the write path:
+#: a read merges the daily ones of a week into one once that week can no longer change.
+WEEK_MS = 7 * 86_400_000
+#: The epoch fell on a Thursday; the first Monday 00:00 UTC after it.
+FIRST_MONDAY_MS = 4 * 86_400_000
 
 
 def totals_bucket_field(index: int) -> str:

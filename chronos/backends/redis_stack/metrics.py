@@ -20,9 +20,11 @@ from chronos.backends.redis_stack.core import (
     RedisCore,
 )
 from chronos.backends.redis_stack.keys import (
+    FIRST_MONDAY_MS,
     METRICS,
     RESOLUTION_MS,
     SKETCH_GRAINS,
+    WEEK_MS,
     totals_bucket_field,
 )
 from chronos.models import DURATION_BUCKETS_MS, JobTotals, MetricBucket
@@ -166,14 +168,38 @@ class RedisMetrics(RedisCore, MetricsStore):
         quantiles: Sequence[float],
         now: int,
     ) -> tuple[list[str], list[Any]]:
-        """The ``QUANTILES`` call for bucket ``[a, b)``: the sketches it is widened to."""
-        grain = "h" if a >= now - HOURLY_SKETCH_RETENTION_MS + SKETCH_GRAINS["h"] else "d"
-        step = SKETCH_GRAINS[grain]
-        sources = [
-            self.keys.sketch(tenant_id, job_id, grain, t) for t in range(_floor(a, step), b, step)
-        ]
-        scratch = self.keys.scratch(f"td:{uuid.uuid4().hex}")
-        return [scratch, *sources], [repr(float(q)) for q in quantiles]
+        """The ``QUANTILES`` call for bucket ``[a, b)``: the sketches it is widened to.
+
+        A bucket that starts within the hourly sketches' retention reads hourly sketches;
+        an older one daily sketches, except that each whole week (Monday to Monday, UTC) that
+        ended before the raw series' retention, so no run can be added to it any more, reads
+        its weekly sketch, which the script makes from the days' on first use: 90 days are
+        ~25 sketches to merge instead of 91."""
+        args: list[Any] = [len(quantiles), *(repr(float(q)) for q in quantiles)]
+        keys = [self.keys.scratch(f"td:{uuid.uuid4().hex}")]
+        if a >= now - HOURLY_SKETCH_RETENTION_MS + SKETCH_GRAINS["h"]:
+            step = SKETCH_GRAINS["h"]
+            for t in range(_floor(a, step), b, step):
+                keys.append(self.keys.sketch(tenant_id, job_id, "h", t))
+                args += [1, 0]
+            return keys, args
+        day = SKETCH_GRAINS["d"]
+        final = now - RAW_RETENTION_MS  # weeks that end before this are complete for good
+        keep = self.retention_policy(tenant_id).metrics_retention_ms
+        t = _floor(a, day)
+        while t < b:
+            if ((t - FIRST_MONDAY_MS) % WEEK_MS == 0 and t + WEEK_MS <= min(b, final)
+                    and t + keep > now + 60_000):  # fmt: skip
+                keys.append(self.keys.sketch(tenant_id, job_id, "w", t))
+                keys += [self.keys.sketch(tenant_id, job_id, "d", d)
+                         for d in range(t, t + WEEK_MS, day)]  # fmt: skip
+                args += [8, t + keep]  # expires with its first day
+                t += WEEK_MS
+            else:
+                keys.append(self.keys.sketch(tenant_id, job_id, "d", t))
+                args += [1, 0]
+                t += day
+        return keys, args
 
     @translated
     def duration_quantiles(

@@ -14,7 +14,7 @@ from typing import Any
 from chronos.backends.base import RetentionStore
 from chronos.backends.redis_stack.connection import translated
 from chronos.backends.redis_stack.core import RedisCore
-from chronos.backends.redis_stack.keys import METRICS, dec
+from chronos.backends.redis_stack.keys import FIRST_MONDAY_MS, METRICS, WEEK_MS, dec
 from chronos.retention import BOUNDS, RetentionSettings
 
 #: Most members one sweep script removes: each script call stays short (about a millisecond).
@@ -74,7 +74,10 @@ class RedisRetention(RedisCore, RetentionStore):
         pipe = r.pipeline(transaction=False)
         for scope, reply in zip(scopes, days):
             for ts, _ in _samples(reply):
-                pipe.pexpireat(k.sketch(tenant_id, scope, "d", int(ts)), int(ts) + retention_ms)
+                day = int(ts)
+                pipe.pexpireat(k.sketch(tenant_id, scope, "d", day), day + retention_ms)
+                week = day - (day - FIRST_MONDAY_MS) % WEEK_MS  # made by reads, see metrics.py
+                pipe.pexpireat(k.sketch(tenant_id, scope, "w", week), week + retention_ms)
             for metric in METRICS:
                 for resolution in ("1h", "1d"):
                     pipe.execute_command("TS.ALTER", k.series(tenant_id, scope, metric,

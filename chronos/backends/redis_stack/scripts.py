@@ -204,12 +204,33 @@ end
 return removed
 """
 
-# KEYS[1] scratch key, KEYS[2..] sketches. ARGV: the quantiles.
-# Merges the sketches that exist and answers the quantiles; nil when none exist.
+# KEYS[1] scratch key, then the sketches in groups. ARGV[1] the number of quantiles n,
+# ARGV[2..n+1] the quantiles, then per group its size and an expiry (epoch ms). A group of
+# one is a sketch, used if it exists. A larger group is a week: its weekly sketch, used if it
+# exists, else made (and kept until the expiry) from those of its daily sketches that exist.
+# Merges the sketches found and answers the quantiles; nil when there are none.
 QUANTILES = """
+local n = tonumber(ARGV[1])
+local quantiles = {}
+for i = 2, n + 1 do quantiles[#quantiles + 1] = ARGV[i] end
 local present = {}
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then present[#present + 1] = KEYS[i] end
+local k = 2
+for g = n + 2, #ARGV, 2 do
+  local size = tonumber(ARGV[g])
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    present[#present + 1] = KEYS[k]
+  elseif size > 1 then
+    local days = {}
+    for j = k + 1, k + size - 1 do
+      if redis.call('EXISTS', KEYS[j]) == 1 then days[#days + 1] = KEYS[j] end
+    end
+    if #days > 0 then
+      redis.call('TDIGEST.MERGE', KEYS[k], #days, unpack(days))
+      redis.call('PEXPIREAT', KEYS[k], ARGV[g + 1])
+      present[#present + 1] = KEYS[k]
+    end
+  end
+  k = k + size
 end
 if #present == 0 then return nil end
 local source = present[1]
@@ -218,7 +239,7 @@ if #present > 1 then
   redis.call('PEXPIRE', KEYS[1], 60000)
   source = KEYS[1]
 end
-local result = redis.call('TDIGEST.QUANTILE', source, unpack(ARGV))
+local result = redis.call('TDIGEST.QUANTILE', source, unpack(quantiles))
 -- RedisBloom 2.8 answers nan for every quantile of a one-observation sketch; when all
 -- observations are equal (min == max), that value is every quantile.
 local low, high = redis.call('TDIGEST.MIN', source), redis.call('TDIGEST.MAX', source)
