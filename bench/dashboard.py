@@ -62,6 +62,7 @@ from chronos.backends.redis_stack import RedisStackBackend  # noqa: E402
 from chronos.embedded import RedisStackServer, answers, free_port  # noqa: E402
 from chronos.extension import get_state  # noqa: E402
 from chronos.models import Execution, Job, User  # noqa: E402
+from chronos.retention import RetentionPolicy  # noqa: E402
 from chronos.timeutil import now_ms  # noqa: E402
 
 BATCH = 500
@@ -103,8 +104,10 @@ class BackfillBackend(RedisStackBackend):
     ARGV[13] of ``WRITE_EXECUTION`` is that expiry ('0' = skip), see ``scripts.py``.
     """
 
-    def _write_call(self, ex: Execution, now: int) -> tuple[list[str], list[Any]]:
-        keys, args = super()._write_call(ex, now)
+    def _write_call(
+        self, ex: Execution, now: int, policy: RetentionPolicy
+    ) -> tuple[list[str], list[Any]]:
+        keys, args = super()._write_call(ex, now, policy)
         if args[12] != "0" and int(args[12]) <= now_ms() + 60_000:
             args[12] = "0"
         return keys, args
