@@ -44,8 +44,7 @@ def _flag(name: str, value: str) -> None:
 def _file(name: str, value: str) -> None:
     if not (os.path.isfile(value) and os.access(value, os.R_OK)):
         raise ConfigError(
-            f"{name} in CHRONOS_BACKEND_URL names {value!r}, which is not a file this user "
-            "can read"
+            f"{name} in CHRONOS_BACKEND_URL names {value!r}, not a file this user can read"
         )
 
 
