@@ -7,7 +7,8 @@ to do. :func:`run` runs them in order for an app's settings; the CLI only prints
 
 The checks only read, except one: ``write`` stores a short-lived heartbeat (``doctor``) from a
 Lua script, because writing and scripting are what the web workers and the scanner need.
-Server checks that ask the Redis server about itself live in ``chronos.doctor_redis``.
+The checks of a Redis server live in ``chronos.doctor_redis`` (can Chronos work with it) and
+``chronos.doctor_server`` (is it run so that data is safe).
 """
 
 from __future__ import annotations

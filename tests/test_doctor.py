@@ -16,7 +16,7 @@ import redis
 from conftest import cleanup_prefix
 from flask import Flask
 
-from chronos import create_app, doctor, doctor_redis
+from chronos import create_app, doctor, doctor_server
 from chronos.embedded import RedisStackServer, free_port
 from chronos.extension import get_state
 from chronos.scheduler.service import HEARTBEAT
@@ -175,14 +175,14 @@ def test_acl_user_with_the_documented_rules(private_redis, key_prefix, tmp_path)
 def test_eviction_policy_and_memory_use(private_redis):
     r = redis.Redis.from_url(private_redis, decode_responses=True, protocol=3)
     try:
-        assert doctor_redis.check_memory(r).status == "ok"
+        assert doctor_server.check_memory(r).status == "ok"
         r.config_set("maxmemory-policy", "allkeys-lru")
-        evicting = doctor_redis.check_memory(r)
+        evicting = doctor_server.check_memory(r)
         assert evicting.status == "warn" and "allkeys-lru" in evicting.message
         r.config_set("maxmemory-policy", "noeviction")
         used = int(r.info("memory")["used_memory"])
         r.config_set("maxmemory", int(used * 1.05))
-        full = doctor_redis.check_memory(r)
+        full = doctor_server.check_memory(r)
         assert full.status == "warn" and "of maxmemory is used" in full.message
     finally:
         r.config_set("maxmemory", 0)
@@ -194,10 +194,10 @@ def test_persistence_settings(private_redis):
     r = redis.Redis.from_url(private_redis, decode_responses=True, protocol=3)
     try:
         r.config_set("appendfsync", "no")
-        assert doctor_redis.check_persistence(r).status == "warn"
+        assert doctor_server.check_persistence(r).status == "warn"
         r.config_set("appendonly", "no")
         r.config_set("save", "3600 1")
-        snapshots = doctor_redis.check_persistence(r)
+        snapshots = doctor_server.check_persistence(r)
         assert snapshots.status == "warn" and "Only snapshots" in snapshots.message
     finally:
         r.config_set("appendonly", "yes")
@@ -213,11 +213,11 @@ def test_persistence_settings(private_redis):
 def test_clock_skew(private_redis):
     r = redis.Redis.from_url(private_redis, decode_responses=True)
     try:
-        assert doctor_redis.check_clock(r, now_ms).status == "ok"
-        behind = doctor_redis.check_clock(r, lambda: now_ms() - 5_000)
+        assert doctor_server.check_clock(r, now_ms).status == "ok"
+        behind = doctor_server.check_clock(r, lambda: now_ms() - 5_000)
         assert behind.status == "warn" and "behind" in behind.message
         assert 4_000 < behind.details["skewMs"] < 6_000
-        ahead = doctor_redis.check_clock(r, lambda: now_ms() + 120_000)
+        ahead = doctor_server.check_clock(r, lambda: now_ms() + 120_000)
         assert ahead.status == "fail" and "ahead of" in ahead.message
     finally:
         r.close()
