@@ -28,6 +28,8 @@ JOBS = [f"job:tick-{n}" for n in range(4)]
 
 
 def register(backend: Backend, tenant: str) -> None:
+    """Register the every-second jobs (once a scanner ticks, so that their first instant is
+    not handled late because the scanner was still starting)."""
     now = now_ms()
     jobs = [Job(tenant, job_id, schedule=EVERY_SECOND) for job_id in JOBS]
     backend.upsert_jobs(tenant, jobs, now)
@@ -44,7 +46,7 @@ def fired(backend: Backend, tenant: str, job_id: str) -> dict[int, int]:
 
 def missed(backend: Backend, tenant: str, job_id: str) -> dict[int, int]:
     """``{instant: decided_at}`` of the job's ``missed`` executions."""
-    page = backend.search_executions(tenant, ExecutionQuery(job_id=job_id, status="missed",
+    page = backend.search_executions(tenant, ExecutionQuery(job_id=job_id, statuses=("missed",),
                                                             limit=100))  # fmt: skip
     return {e.started_at: e.finished_at for e in page.items}
 
@@ -99,16 +101,29 @@ def scanner_env(server_env, url: str, prefix: str, **settings: str) -> dict[str,
     return env
 
 
+def ticking(scanner: Scanner, backend: Backend) -> None:
+    """Wait until ``scanner`` has ticked (its heartbeat names its process)."""
+    assert scanner.process is not None
+    pid = scanner.process.pid
+
+    def beat() -> bool:
+        found = backend.last_beat("scanner")
+        return bool(found) and str(found["owner"]).endswith(f":{pid}")
+
+    wait_for(beat, 30, "the scanner's first tick", every=0.02)
+
+
 @pytest.mark.slow
 def test_killed_scanners_fire_every_instant_once_catching_up_what_they_missed(
     app, redis_stack_url, key_prefix, shared_prefix_cleanup, server_env, scanners,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     backend = get_state(app).backend()
-    register(backend, "acme")
     env = scanner_env(server_env, redis_stack_url, key_prefix)
     first = Scanner(env, tmp_path / "scanner-1.log").start()
     scanners.append(first)
+    ticking(first, backend)
+    register(backend, "acme")
     until = now_ms() + 1000
     wait_for(lambda: fired_through(backend, "acme", until), 30, "the first fires")
 
@@ -146,10 +161,11 @@ def test_instants_older_than_the_catch_up_window_are_recorded_missed_once(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     backend = get_state(app).backend()
-    register(backend, "acme")
     env = scanner_env(server_env, redis_stack_url, key_prefix, CHRONOS_CATCH_UP_SECONDS="1")
     first = Scanner(env, tmp_path / "scanner-1.log").start()
     scanners.append(first)
+    ticking(first, backend)
+    register(backend, "acme")
     until = now_ms() + 1000
     wait_for(lambda: fired_through(backend, "acme", until), 30, "the first fires")
 
@@ -164,9 +180,8 @@ def test_instants_older_than_the_catch_up_window_are_recorded_missed_once(
 
     _, total_missed = assert_each_instant_once(backend, redis_stack_url, key_prefix, "acme",
                                                catch_up_ms=1000)  # fmt: skip
-    for job_id in JOBS:
-        misses = missed(backend, "acme", job_id)
-        assert misses and all(i > down_at - 1000 for i in misses), misses
+    for job_id in JOBS:  # the instants due early in the outage expired before the restart
+        assert any(i > down_at for i in missed(backend, "acme", job_id)), job_id
     assert total_missed >= len(JOBS)
     for scanner in scanners:
         assert "Traceback" not in scanner.output(), scanner.output()[-2000:]
@@ -192,9 +207,9 @@ def test_an_instant_claimed_by_a_scanner_that_died_is_fired_by_the_next_one(
     scanner = Scanner(scanner_env(server_env, redis_stack_url, key_prefix),
                       tmp_path / "scanner.log").start()  # fmt: skip
     scanners.append(scanner)
-    records = wait_for(lambda: backend.list_triggers("acme", job.id, 10), 20,
+    records = wait_for(lambda: backend.list_triggers("acme", job.id, 10), 30,
                        "the claimed instant to fire", every=0.1)  # fmt: skip
     [trigger] = records
     assert trigger.scheduled_for == run_at
-    assert trigger.fired_at - run_at <= settings.claim_ttl_ms + 2000
+    assert trigger.fired_at - run_at <= settings.claim_ttl_ms + 10_000 < settings.default_grace_ms
     assert stream_lengths(redis_stack_url, key_prefix, "acme", [job.id]) == {job.id: 1}
