@@ -84,7 +84,6 @@ class PrivateRedis:
         self.port = free_port()
         self.server = RedisStackServer(root=root, persistent=True, fsync="always", port=self.port)
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.kills = 0
 
     def start(self) -> None:
         """Start (again), on the same port and data dir; returns once it serves its data."""
@@ -100,7 +99,6 @@ class PrivateRedis:
     def kill(self) -> None:
         """SIGKILL the server: what a crash or the OOM killer does."""
         kill_hard(self.pid(), self.server.process)
-        self.kills += 1
 
     def freeze(self) -> None:
         """SIGSTOP: the server keeps its connections open and answers nothing."""
@@ -131,7 +129,6 @@ class Gunicorn:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
 
     def command(self) -> list[str]:
         # It runs in ``logs``, where gunicorn finds no ``gunicorn.conf.py`` of its own accord.
@@ -156,7 +153,6 @@ class Gunicorn:
             self.command(), env=self.env, cwd=self.logs, stdin=quiet, stdout=quiet, stderr=quiet,
             start_new_session=True,
         )  # fmt: skip
-        self.starts += 1
         wait_for(lambda: len(self.worker_pids()) == self.workers, ready_timeout,
                  "the gunicorn workers to start")  # fmt: skip
         wait_for(lambda: get_json(self.url + "/healthz")[0] == 200, ready_timeout,

@@ -28,7 +28,7 @@ from simple_websocket import ConnectionClosed
 
 from chronos.backends.base import Backend
 from chronos.extension import get_state
-from chronos.models import Job, Trigger
+from chronos.models import ExecutionQuery, Job, Trigger
 from chronos.scheduler.scanner import trigger_id_for
 from chronos.timeutil import now_ms
 
@@ -70,8 +70,6 @@ def started_runner(url: str, key: str, runs: Runs) -> ChronosRunner:
 
 def triggers_run(backend: Backend, tenant: str, url: str, prefix: str) -> list[str]:
     """The trigger ids of the runs the runner reported (a trigger run twice shows twice)."""
-    from chronos.models import ExecutionQuery
-
     wait_indexed(url, prefix)
     page = backend.search_executions(tenant, ExecutionQuery(job_id=JOB, limit=100))
     return sorted(e.trigger_id for e in page.items if e.trigger_id)
@@ -84,7 +82,7 @@ def wait_run(backend: Backend, tenant: str, url: str, prefix: str, trigger_ids: 
 
 
 class LiveSocket:
-    """A ``/ws/live`` client that reconnects as ``live.js`` does, keeping what it received."""
+    """A ``/ws/live`` client doing what ``live.js`` does: connect again until ``hello``."""
 
     def __init__(self, url: str, key: str) -> None:
         self.url = url.replace("http://", "ws://") + "/ws/live"
