@@ -183,6 +183,15 @@ def test_filters_match_exactly(look: Lookups, field: str, table: dict[str, list[
         assert look.page_runs(**{page_field: value}) == expected, value
 
 
+def test_status_is_a_value_never_syntax(look: Lookups) -> None:
+    assert look.runs(status="failed") == [1, 2] and look.runs(status="success") == []
+    assert look.page_runs(status="success") == []
+    for status in ("success|timeout", "*", "-failed", "{success}", "succ*", "@status:{success}"):
+        assert look.runs(status=status) is None, status  # the API knows its statuses: 422
+        # The page ignores what is not a status: no filter, rather than an operator
+        assert look.page_runs(status=status) == [1, 2], status
+
+
 def test_path_ids_and_analytics_job_ids_are_literal(look: Lookups) -> None:
     for job_id, expected in JOB_IDS.items():
         runs = look.api(f"/api/jobs/{job_id.replace('|', '%7C')}/executions")
