@@ -58,8 +58,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -152,11 +154,15 @@ def secret_key(data_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
+    # Written whole to a file of our own (mkstemp: mode 0600), then linked into place: a worker
+    # racing us (gunicorn boots its workers at once) either wins or reads our complete key;
+    # opening the final name with O_EXCL let it read the file before the key was in it.
+    fd, scratch = tempfile.mkstemp(dir=data_dir, prefix=".secret_key.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker won the race; use its key
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):  # another worker won; its key is whole
+            os.link(scratch, path)
+    finally:
+        os.unlink(scratch)
+    return path.read_text().strip()

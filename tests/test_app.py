@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask, request
 from flask.testing import FlaskClient
 
-from chronos import create_app
+from chronos import config, create_app
 from chronos.embedded import free_port
 from chronos.errors import ConfigError
 from chronos.extension import Chronos, get_backend, get_state
@@ -111,6 +114,33 @@ def test_secret_key_is_generated_once_and_kept_private(
     assert path.read_text().strip() == key
     second = create_app({"CHRONOS_BACKEND_URL": "memory://", "CHRONOS_DATA_DIR": str(data_dir)})
     assert second.config["SECRET_KEY"] == key
+
+
+def _generate_keys(dirs: list[str], barrier: Any, out: Any) -> None:
+    keys = []
+    for data_dir in dirs:
+        barrier.wait()
+        keys.append(config.secret_key(Path(data_dir)))
+    out.put(keys)
+
+
+def test_workers_booting_together_share_one_whole_generated_key(tmp_path: Path) -> None:
+    # gunicorn boots its workers at once; each generates the key if the file is not there yet.
+    # (Found by bench/soak.py: a worker read the winner's file before the key was written,
+    # got an empty key, and refused every session the other worker had signed.)
+    dirs = [str(tmp_path / f"instance-{n}") for n in range(100)]
+    context = multiprocessing.get_context("spawn")
+    barrier, out = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_generate_keys, args=(dirs, barrier, out))
+               for _ in range(2)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    first, second = out.get(timeout=60), out.get(timeout=60)
+    for worker in workers:
+        worker.join(10)
+    assert all(len(key) >= 32 for key in first) and first == second
+    assert [Path(d, "secret_key").read_text() for d in dirs] == first
+    assert not any(name.startswith(".") for d in dirs for name in os.listdir(d))
 
 
 # /healthz -----------------------------------------------------------------------------------
