@@ -358,9 +358,9 @@ def jobs_table(
     tenant's jobs over ``[start, end)`` widened to whole UTC hours (days, over 48 hours),
     sorted by ``sort`` (a name of ``SORT_KEYS``), ``asc`` or ``desc``; empty values last.
 
-    Counts come for every job in a few commands (``metric_totals``); percentiles cost a merge
-    of the window's sketches per job (~0.3 ms for 90 daily sketches), so they are computed for
-    the returned rows only, unless the table is sorted by one of them."""
+    Runs, successes and failures come for every job in a few commands (``metric_totals``);
+    average durations (two more series a job) and percentiles (a merge of the window's
+    sketches per job) only for the returned rows, unless the table is sorted by one of them."""
     if sort not in SORT_KEYS:
         raise RangeError("sort", f"sort must be one of {', '.join(SORT_KEYS)}")
     if order not in ("asc", "desc"):
@@ -371,19 +371,38 @@ def jobs_table(
     rows: list[JobRow] = []
     for i in range(0, len(jobs), JOB_BATCH):
         chunk = jobs[i : i + JOB_BATCH]
-        totals = backend.metric_totals(tenant_id, [job.id for job in chunk], start, end)
+        totals = backend.metric_totals(tenant_id, [job.id for job in chunk], start, end,
+                                       ("runs", "success", "failure"))  # fmt: skip
         for job, t in zip(chunk, totals, strict=True):
             rows.append(JobRow(
                 job.id, job.name, t.runs, t.success, t.failure,
-                success_rate(t.success, t.failure), t.duration_avg_ms, None, None, None,
+                success_rate(t.success, t.failure), None, None, None, None,
                 job.state.last_failure_at, job_health(job, now),
             ))  # fmt: skip
-    if sort in PERCENTILE_KEYS:
-        _add_percentiles(backend, tenant_id, rows, start, end)
+    by_duration = sort in (*PERCENTILE_KEYS, "avgDuration")
+    if by_duration:
+        _add_durations(backend, tenant_id, rows, start, end)
+        if sort in PERCENTILE_KEYS:
+            _add_percentiles(backend, tenant_id, rows, start, end)
     page = sort_rows(rows, sort, order)[offset : None if limit is None else offset + limit]
+    if not by_duration:
+        _add_durations(backend, tenant_id, page, start, end)
     if sort not in PERCENTILE_KEYS:
         _add_percentiles(backend, tenant_id, page, start, end)
     return JobTable(start, end, page, len(rows), offset)
+
+
+def _add_durations(
+    backend: Backend, tenant_id: str, rows: Sequence[JobRow], start: int, end: int
+) -> None:
+    """Fill in the average duration of the rows whose jobs ran in the window."""
+    ran = [row for row in rows if row.runs]
+    for i in range(0, len(ran), JOB_BATCH):
+        chunk = ran[i : i + JOB_BATCH]
+        totals = backend.metric_totals(tenant_id, [row.id for row in chunk], start, end,
+                                       ("duration",))  # fmt: skip
+        for row, t in zip(chunk, totals, strict=True):
+            row.avg_duration = t.duration_avg_ms
 
 
 def _add_percentiles(

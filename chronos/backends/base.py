@@ -35,6 +35,9 @@ from chronos.models import (
 )
 from chronos.retention import DEFAULT_MAX_EXECUTIONS_PER_JOB, RetentionPolicy, RetentionSettings
 
+#: The counts ``MetricsStore.metric_totals`` can be asked for.
+TOTAL_COUNTS: tuple[str, ...] = ("runs", "success", "failure", "duration")
+
 
 @dataclass(frozen=True, slots=True)
 class BackendOptions:
@@ -226,12 +229,19 @@ class MetricsStore(abc.ABC):
         """
 
     def metric_totals(
-        self, tenant_id: str, job_ids: Sequence[str], start: int, end: int
+        self,
+        tenant_id: str,
+        job_ids: Sequence[str],
+        start: int,
+        end: int,
+        counts: Sequence[str] = TOTAL_COUNTS,
     ) -> list[MetricBucket]:
         """For each job of ``job_ids``, in order, its counts over ``[start, end)``: equal to
         ``metric_buckets(tenant_id, job_id, [start, end])[0]``, in one go where the backend
         can batch (a jobs table must not cost a round trip per job). Jobs without metrics get
-        zeros. ``ValueError`` unless ``start < end``."""
+        zeros. ``counts`` names those the caller needs, of ``TOTAL_COUNTS`` (``duration``:
+        the duration sum and count); a backend may leave the others at zero, to read less.
+        ``ValueError`` unless ``start < end``."""
         if end <= start:
             raise ValueError("end must be after start")
         return [self.metric_buckets(tenant_id, job_id, [start, end])[0] for job_id in job_ids]

@@ -1001,6 +1001,14 @@ class BackendContract:
         assert all((t.start, t.end) == (start, end) for t in totals)
         assert (totals[2].runs, totals[2].duration_count) == (0, 0)  # unknown job
         assert (totals[4].runs, totals[4].success) == (0, 0)  # another tenant's job
+        counted = backend.metric_totals("acme", ids, start, end, ("runs", "success", "failure"))
+        assert [(t.runs, t.success, t.failure) for t in counted] == [
+            (t.runs, t.success, t.failure) for t in totals
+        ]
+        timed = backend.metric_totals("acme", ids, start, end, ("duration",))
+        assert [(t.duration_sum_ms, t.duration_count) for t in timed] == [
+            (t.duration_sum_ms, t.duration_count) for t in totals
+        ]
 
     def test_metric_totals_counts(self, backend: Backend) -> None:
         self._runs_of_several_jobs(backend)

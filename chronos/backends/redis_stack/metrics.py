@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from chronos.backends.base import MetricsStore
+from chronos.backends.base import TOTAL_COUNTS, MetricsStore
 from chronos.backends.redis_stack.connection import translated
 from chronos.backends.redis_stack.core import (
     HOURLY_SKETCH_RETENTION_MS,
@@ -32,6 +32,9 @@ from chronos.models import DURATION_BUCKETS_MS, JobTotals, MetricBucket
 #: ``metric_buckets`` lets the server sum each bucket when the series hold more than this many
 #: samples a bucket on average (one command a bucket and metric instead of one a metric).
 SERVER_SUM_SAMPLES = 32
+#: The ``metric_totals`` count each series feeds.
+_COUNT_OF = {"runs": "runs", "success": "success", "failure": "failure",
+             "dur_sum": "duration", "dur_n": "duration"}  # fmt: skip
 #: Jobs per ``TOTALS`` script call (each call holds its jobs' keys; the calls are pipelined).
 TOTALS_JOBS = 100
 
@@ -105,7 +108,12 @@ class RedisMetrics(RedisCore, MetricsStore):
 
     @translated
     def metric_totals(
-        self, tenant_id: str, job_ids: Sequence[str], start: int, end: int
+        self,
+        tenant_id: str,
+        job_ids: Sequence[str],
+        start: int,
+        end: int,
+        counts: Sequence[str] = TOTAL_COUNTS,
     ) -> list[MetricBucket]:
         """One round trip, a ``TOTALS`` script per ``TOTALS_JOBS`` jobs: the server sums each
         series over the segments of ``_segments``, so a 90-day table of 500 jobs reads a few
@@ -116,12 +124,13 @@ class RedisMetrics(RedisCore, MetricsStore):
         args: list[Any] = [len(resolutions)]
         for res, low, high in segments:
             args += [resolutions.index(res) + 1, low, high - 1, "1" if res != "raw" else "0"]
+        metrics = [m for m in METRICS if _COUNT_OF[m] in counts]
         calls = []
         for i in range(0, len(job_ids), TOTALS_JOBS):
             keys = [
                 self.keys.series(tenant_id, job_id, metric, res)
                 for job_id in job_ids[i : i + TOTALS_JOBS]
-                for metric in METRICS
+                for metric in metrics
                 for res in resolutions
             ]
             calls.append((keys, args))
@@ -129,8 +138,8 @@ class RedisMetrics(RedisCore, MetricsStore):
         result = []
         for j in range(len(job_ids)):
             bucket = MetricBucket(start=start, end=end)
-            for m, metric in enumerate(METRICS):
-                _add(bucket, metric, sums[j * len(METRICS) + m])
+            for m, metric in enumerate(metrics):
+                _add(bucket, metric, sums[j * len(metrics) + m])
             result.append(bucket)
         return result
 
