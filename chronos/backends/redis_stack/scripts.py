@@ -210,6 +210,15 @@ return removed
 # exists, else made (and kept until the expiry) from those of its daily sketches that exist.
 # Merges the sketches found and answers the quantiles; nil when there are none.
 QUANTILES = """
+-- Merged sketches get the default compression (100) rather than the sources' 200: merging
+-- and reading them costs half, for p50/p95/p99 well within a percent.
+local function merge(destination, sources)
+  local args = {'TDIGEST.MERGE', destination, #sources}
+  for _, source in ipairs(sources) do args[#args + 1] = source end
+  args[#args + 1] = 'COMPRESSION'
+  args[#args + 1] = 100
+  redis.call(unpack(args))
+end
 local n = tonumber(ARGV[1])
 local quantiles = {}
 for i = 2, n + 1 do quantiles[#quantiles + 1] = ARGV[i] end
@@ -225,7 +234,7 @@ for g = n + 2, #ARGV, 2 do
       if redis.call('EXISTS', KEYS[j]) == 1 then days[#days + 1] = KEYS[j] end
     end
     if #days > 0 then
-      redis.call('TDIGEST.MERGE', KEYS[k], #days, unpack(days))
+      merge(KEYS[k], days)
       redis.call('PEXPIREAT', KEYS[k], ARGV[g + 1])
       present[#present + 1] = KEYS[k]
     end
@@ -235,7 +244,7 @@ end
 if #present == 0 then return nil end
 local source = present[1]
 if #present > 1 then
-  redis.call('TDIGEST.MERGE', KEYS[1], #present, unpack(present))
+  merge(KEYS[1], present)
   redis.call('PEXPIRE', KEYS[1], 60000)
   source = KEYS[1]
 end

@@ -25,6 +25,9 @@ HOUR, DAY = 3_600_000, 86_400_000
 RANGES = ("24h", "7d", "30d", "90d")
 ATTENTION = ("failing", "missed", "late")
 PAGE = 50
+#: Rows a page of the analytics jobs table holds: each costs a merge of its duration sketches
+#: over the range (~0.2 ms for 90 days), the rest of the table only its counts.
+TABLE_PAGE = 25
 
 
 def _tz() -> str:
@@ -315,10 +318,11 @@ def analytics_page() -> str:
     offset = request.args.get("offset", "0")
     offset = int(offset) if offset.isdigit() and len(offset) < 7 else 0
     table = analytics.jobs_table(backend, tenant, start, end, sort=sort, order=order, now=now,
-                                 offset=offset, limit=PAGE)  # fmt: skip
+                                 offset=offset, limit=TABLE_PAGE)  # fmt: skip
     base = {k: v for k, v in request.args.items() if k not in ("sort", "order", "offset") and v}
-    pages = {"previous": max(0, offset - PAGE) if offset else None,
-             "next": offset + PAGE if offset + PAGE < table.total else None}  # fmt: skip
+    after = offset + TABLE_PAGE
+    pages = {"previous": max(0, offset - TABLE_PAGE) if offset else None,
+             "next": after if after < table.total else None}  # fmt: skip
     return render_template(
         "analytics.html", chart=_charts(trend, job_id), trend=trend, table=table.rows,
         total=table.total, offset=offset, pages=pages, range=chosen,
