@@ -40,6 +40,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -267,10 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         workload = Workload(args.jobs, args.output_bytes, args.error_rate)
         port = free_port()
         command, how = gunicorn_command(args, port)
-        # Production defaults for everything, whatever this shell has set.
+        # Production defaults for everything, whatever this shell has set, and a secret key
+        # of its own as deploy/chronos.env.example sets one.
         env = {n: v for n, v in os.environ.items() if not n.startswith(("CHRONOS_", "GUNICORN_"))}
         env.update(CHRONOS_BACKEND_URL=url, CHRONOS_KEY_PREFIX=PREFIX,
-                   CHRONOS_DATA_DIR=str(root / "instance"))  # fmt: skip
+                   CHRONOS_DATA_DIR=str(root / "instance"),
+                   CHRONOS_SECRET_KEY=secrets.token_urlsafe(48))  # fmt: skip
         gunicorn = subprocess.Popen(command, env=env, cwd=TOP, stdout=log, stderr=log)
         wait_healthy(port)
         cookie = login(port, USER, PASSWORD)
