@@ -45,6 +45,7 @@ of defaults, two entry points, no copy to drift.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 import os
@@ -162,8 +163,12 @@ def child_exit(server: Any, worker: Any) -> None:
     if importlib.util.find_spec("chronos.prometheus") is None:
         return
     hook = getattr(importlib.import_module("chronos.prometheus"), "child_exit", None)
-    if hook is not None:
+    if hook is None:
+        return
+    try:
         hook(server, worker)
+    except Exception:  # the master must go on replacing workers whatever the metrics do
+        server.log.exception("chronos: child_exit hook failed for worker %s", worker.pid)
 
 
 def post_worker_init(worker: Any) -> None:
@@ -174,6 +179,10 @@ def post_worker_init(worker: Any) -> None:
     The worker flags both ways of stopping only by clearing ``worker.alive``, so a daemon
     thread watches that flag.
     """
+    # What is alive now (modules, the app, its templates) lives as long as the worker: keep it
+    # out of the garbage collector's full passes, which otherwise walk it every time and put
+    # tens of milliseconds into a request now and then (see docs/benchmarks.md).
+    gc.freeze()
     extensions = getattr(worker.wsgi, "extensions", None)
     state = extensions.get("chronos") if isinstance(extensions, dict) else None
     if state is None:  # not the Chronos app (or wrapped beyond recognition): nothing to tell

@@ -340,3 +340,25 @@ def test_chronos_serve_and_gunicorn_conf_share_one_config() -> None:
                      "child_exit                         = <child_exit()>"):  # fmt: skip
             assert line in done.stdout, (config, done.stdout)
     assert printed["gunicorn.conf.py"] == printed["python:chronos.gunicorn_config"]
+
+
+def test_a_failing_child_exit_hook_does_not_stop_the_master(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Gunicorn's master calls ``child_exit`` before it starts a replacement worker: an error in
+    the metrics hook is logged, never raised into the arbiter."""
+    import logging
+    from types import SimpleNamespace
+
+    import chronos.prometheus
+    from chronos import gunicorn_config
+
+    def broken(server: object, worker: object) -> None:
+        raise OSError("multiprocess directory gone")
+
+    monkeypatch.setattr(chronos.prometheus, "child_exit", broken)
+    logged: list[str] = []
+    log = logging.getLogger("test.arbiter")
+    monkeypatch.setattr(log, "exception", lambda msg, *args: logged.append(msg % args))
+    gunicorn_config.child_exit(SimpleNamespace(log=log), SimpleNamespace(pid=4242))
+    assert logged == ["chronos: child_exit hook failed for worker 4242"]
