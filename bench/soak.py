@@ -7,7 +7,9 @@ production: append-only file, ``appendfsync always``; ``--fsync everysec|none``)
 server: gunicorn as a subprocess with ``gunicorn.conf.py`` from the repository's top when there
 is one (the production settings of ``chronos.gunicorn_config``), else gthread with 2 workers x
 8 threads on the command line, and the production defaults of every ``CHRONOS_*`` and
-``GUNICORN_*`` setting (the per-tenant rate limit and the 30-day execution expiry included).
+``GUNICORN_*`` setting (the per-tenant rate limit and the 30-day execution expiry included)
+but one: workers are not replaced after ``GUNICORN_MAX_REQUESTS`` requests, since that would
+reset the very memory growth the soak looks for (``--recycle`` replaces them as production does).
 One tenant has ``--jobs`` jobs, an ingest key and a dashboard user; ``--clients`` websocket
 clients log in as that user (the login form, then the session cookie on ``/ws/live``) and
 count the events they receive. Then:
@@ -105,6 +107,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-bytes", type=int, default=1024)
     p.add_argument("--error-rate", type=float, default=0.02)
     p.add_argument("--fsync", choices=["always", "everysec", "none"], default="always")
+    p.add_argument("--recycle", action="store_true",
+                   help="replace workers after GUNICORN_MAX_REQUESTS (production)")  # fmt: skip
     p.add_argument("--workers", type=int, help="gunicorn workers (default: conf, else 2)")
     p.add_argument("--threads", type=int, help="threads a worker (default: conf, else 8)")
     p.add_argument("--p99-ms", type=float, default=500.0)
@@ -199,8 +203,8 @@ def soak(args: argparse.Namespace, port: int, key: str, workload: Workload, rate
     next_row = start + args.interval
     while True:
         finished = done.wait(max(0.0, next_row - time.monotonic()))
-        if finished:
-            finish(senders, tally)
+        if finished and time.monotonic() - tally.window.started < 1.0:
+            break  # the schedule ended with the last row
         window = tally.take()
         received = [counts[c * SLOTS + EXECUTIONS] for c in range(args.clients)]
         with tally.lock:
@@ -217,6 +221,7 @@ def soak(args: argparse.Namespace, port: int, key: str, workload: Workload, rate
             break
         next_row += args.interval
     driver.join()
+    finish(senders, tally)  # the runs still open end; counted in the totals, not in a row
     return tally
 
 
@@ -274,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         env.update(CHRONOS_BACKEND_URL=url, CHRONOS_KEY_PREFIX=PREFIX,
                    CHRONOS_DATA_DIR=str(root / "instance"),
                    CHRONOS_SECRET_KEY=secrets.token_urlsafe(48))  # fmt: skip
+        if not args.recycle:
+            env["GUNICORN_MAX_REQUESTS"] = "0"
+            how += ", workers never recycled"
         gunicorn = subprocess.Popen(command, env=env, cwd=TOP, stdout=log, stderr=log)
         wait_healthy(port)
         cookie = login(port, USER, PASSWORD)
