@@ -217,13 +217,17 @@ class RedisProbe:
                      "text_overhead_sz_mb"):  # fmt: skip
             if name in info:
                 out[f"index {name}"] = float(info[name]) * mib / docs
-        series = sketches = 0
+        series = 0
         for key in self.client.scan_iter(match=f"{self.prefix}ts:*", count=5000):
             series += int(_pairs(self.client.execute_command("TS.INFO", key))["memoryUsage"])
-        for key in self.client.scan_iter(match=f"{self.prefix}td:*", count=5000):
-            sketches += self.client.memory_usage(key, samples=0) or 0
         out["metric series (TS.INFO memoryUsage)"] = series / docs
-        out["duration sketches (MEMORY USAGE)"] = sketches / docs
+        for pattern, name in (("td:*", "duration sketches"),
+                              ("jobexecs:*", "per-job record sets (retention cap)")):  # fmt: skip
+            size = sum(
+                self.client.memory_usage(key, samples=0) or 0
+                for key in self.client.scan_iter(match=self.prefix + pattern, count=5000)
+            )
+            out[f"{name} (MEMORY USAGE)"] = size / docs
         stats = self.client.memory_stats()
         db = stats.get("db.0") or {}
         keys = max(1, int(stats.get("keys.count", 1)))
