@@ -56,6 +56,8 @@ MAX_RANGE_MS = 400 * DAY
 JOB_BATCH = 500
 #: Columns whose values come from merging each job's duration sketches over the window.
 PERCENTILE_KEYS: tuple[str, ...] = ("p50", "p95", "p99")
+#: Columns whose values come from the job documents.
+JOB_KEYS: tuple[str, ...] = ("name", "lastFailureAt", "health")
 #: Columns of the jobs table, by their wire names.
 SORT_KEYS: tuple[str, ...] = (
     "id", "name", "runs", "success", "failure", "successRate", "avgDuration",
@@ -359,37 +361,55 @@ def jobs_table(
     sorted by ``sort`` (a name of ``SORT_KEYS``), ``asc`` or ``desc``; empty values last.
 
     Runs, successes and failures come for every job in a few commands (``metric_totals``);
-    average durations (two more series a job) and percentiles (a merge of the window's
-    sketches per job) only for the returned rows, unless the table is sorted by one of them."""
+    average durations (two more series a job), percentiles (a merge of the window's sketches
+    per job) and the jobs themselves (name, health, last failure) only for the returned rows,
+    unless the table is sorted by one of them."""
     if sort not in SORT_KEYS:
         raise RangeError("sort", f"sort must be one of {', '.join(SORT_KEYS)}")
     if order not in ("asc", "desc"):
         raise RangeError("order", "order must be asc or desc")
     grain = DAY if end - start > 2 * DAY else HOUR
     start, end = start - start % grain, -(-end // grain) * grain
-    jobs = all_jobs(backend, tenant_id)
+    by_job = sort in JOB_KEYS
+    ids = backend.list_job_ids(tenant_id)
     rows: list[JobRow] = []
-    for i in range(0, len(jobs), JOB_BATCH):
-        chunk = jobs[i : i + JOB_BATCH]
-        totals = backend.metric_totals(tenant_id, [job.id for job in chunk], start, end,
+    for i in range(0, len(ids), JOB_BATCH):
+        chunk = ids[i : i + JOB_BATCH]
+        totals = backend.metric_totals(tenant_id, chunk, start, end,
                                        ("runs", "success", "failure"))  # fmt: skip
-        for job, t in zip(chunk, totals, strict=True):
+        for job_id, t in zip(chunk, totals, strict=True):
             rows.append(JobRow(
-                job.id, job.name, t.runs, t.success, t.failure,
-                success_rate(t.success, t.failure), None, None, None, None,
-                job.state.last_failure_at, job_health(job, now),
+                job_id, job_id, t.runs, t.success, t.failure,
+                success_rate(t.success, t.failure), None, None, None, None, None, "",
             ))  # fmt: skip
+    if by_job:
+        rows = _add_jobs(backend, tenant_id, rows, now)
     by_duration = sort in (*PERCENTILE_KEYS, "avgDuration")
     if by_duration:
         _add_durations(backend, tenant_id, rows, start, end)
         if sort in PERCENTILE_KEYS:
             _add_percentiles(backend, tenant_id, rows, start, end)
     page = sort_rows(rows, sort, order)[offset : None if limit is None else offset + limit]
+    if not by_job:
+        page = _add_jobs(backend, tenant_id, page, now)
     if not by_duration:
         _add_durations(backend, tenant_id, page, start, end)
     if sort not in PERCENTILE_KEYS:
         _add_percentiles(backend, tenant_id, page, start, end)
     return JobTable(start, end, page, len(rows), offset)
+
+
+def _add_jobs(backend: Backend, tenant_id: str, rows: list[JobRow], now: int) -> list[JobRow]:
+    """Fill in name, last failure and health from the jobs; rows whose job is gone since its
+    id was listed (deleted meanwhile) are dropped."""
+    jobs = backend.get_jobs([(tenant_id, row.id) for row in rows])
+    kept = []
+    for row, job in zip(rows, jobs, strict=True):
+        if job is not None:
+            row.name, row.last_failure_at = job.name, job.state.last_failure_at
+            row.health = job_health(job, now)
+            kept.append(row)
+    return kept
 
 
 def _add_durations(

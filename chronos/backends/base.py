@@ -131,6 +131,19 @@ class JobStore(abc.ABC):
         For the scheduler, which works across tenants; each job still comes from its own."""
         return [self.get_job(tenant_id, job_id) for tenant_id, job_id in refs]
 
+    def list_job_ids(self, tenant_id: str) -> list[str]:
+        """The ids of all the tenant's jobs, in registration order: what paging through
+        ``list_jobs`` gives, without reading the jobs where the backend can avoid it (a table
+        of 500 jobs sorted by their counts needs the ids of all and the jobs of a page)."""
+        ids: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = self.list_jobs(tenant_id, JobQuery(limit=1000, cursor=cursor))
+            ids += [job.id for job in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                return ids
+
     @abc.abstractmethod
     def list_jobs(self, tenant_id: str, query: JobQuery) -> Page[Job]:
         """The tenant's jobs matching ``query``, in registration order (``seq`` ascending).

@@ -360,6 +360,29 @@ class BackendContract:
         assert cursor is None
         assert seen == ids
 
+    def test_list_job_ids(self, backend: Backend) -> None:
+        hostile = ["a|b", "*", "{x}", "\\", ":", "z"]
+        for job_id in hostile:  # one by one, so registration order is unambiguous
+            backend.upsert_jobs("acme", [make_job("acme", job_id)], T0)
+        backend.upsert_jobs("a|b", [make_job("a|b", "only-mine")], T0)
+        backend.upsert_jobs("acme", [make_job("acme", f"bulk-{i:04d}") for i in range(1005)], T0)
+        ids = backend.list_job_ids("acme")
+        assert ids == [job.id for job in self._all_jobs(backend, "acme")]
+        assert ids[:6] == hostile and len(ids) == 1011
+        assert backend.list_job_ids("a|b") == ["only-mine"]
+        assert backend.list_job_ids("nobody") == []
+
+    @staticmethod
+    def _all_jobs(backend: Backend, tenant_id: str) -> list[Job]:
+        jobs: list[Job] = []
+        cursor = None
+        while True:
+            page = backend.list_jobs(tenant_id, JobQuery(limit=1000, cursor=cursor))
+            jobs += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return jobs
+
     def test_list_jobs_pagination_with_filter(self, backend: Backend) -> None:
         jobs = [make_job("acme", f"j{i:02d}", enabled=i % 2 == 0) for i in range(12)]
         backend.upsert_jobs("acme", jobs, T0)

@@ -85,6 +85,11 @@ class Keys:
     def job(self, tenant_id: str, job_id: str) -> str:
         return f"{self.job_prefix()}{enc(tenant_id)}:{enc(job_id)}"
 
+    @staticmethod
+    def job_id_of(key: str) -> str:
+        """The job id of a ``job`` key (its last part: ``enc`` never yields a ``:``)."""
+        return dec(key.rsplit(":", 1)[1])
+
     def job_state(self, tenant_id: str, job_id: str) -> str:
         """The job's last-run state: a document of its own, outside the search index, so that
         recording a run never re-indexes the job."""
