@@ -125,9 +125,9 @@ def search_newest_first(
     top = high
     for width in (*SLICES_MS, None):
         bottom = None if width is None else anchor - width
-        last = width is None or (low is not None and bottom is not None and bottom <= low)
+        last = width is None
         if low is not None and (bottom is None or bottom <= low):
-            bottom = low
+            bottom, last = low, True
         page = search_documents(
             r, index, query.copy().numeric(field, bottom, top),
             sort_by=field, ascending=False, offset=offset, limit=limit - len(found),
