@@ -7,7 +7,7 @@ its alias; ``create-indices`` rebuilds exactly those if one went missing.
 
 from __future__ import annotations
 
-from migrations_redis import m0001_initial, m0002_job_executions, schemas
+from migrations_redis import m0001_initial, m0002_job_executions, m0003_executions_v2, schemas
 from migrations_redis.runner import (
     Migration,
     MigrationContext,
@@ -19,11 +19,12 @@ from migrations_redis.runner import (
 MIGRATIONS: list[Migration] = [
     m0001_initial.MIGRATION,
     m0002_job_executions.MIGRATION,
+    m0003_executions_v2.MIGRATION,
 ]
 
 LIVE_INDEXES = {
     "jobs": (1, schemas.jobs_v1),
-    "executions": (1, schemas.executions_v1),
+    "executions": (2, schemas.executions_v2),
 }
 
 __all__ = [

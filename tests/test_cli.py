@@ -41,10 +41,10 @@ def test_create_indices_is_idempotent(
     second = runner.invoke(args=["chronos", "create-indices"])
     assert second.exit_code == 0, second.output
     assert "nothing (up to date)" in second.output
-    assert "schema: 2 of 2 migrations" in second.output
+    assert "schema: 3 of 3 migrations" in second.output
     keys = Keys(key_prefix)
     assert live_indexes(redis_stack_url, key_prefix) == sorted(
-        [keys.index_version("executions", 1), keys.index_version("jobs", 1)]
+        [keys.index_version("executions", 2), keys.index_version("jobs", 1)]
     )
 
 

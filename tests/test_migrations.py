@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ from conftest import cleanup_prefix
 import migrations_redis
 from chronos.backends.base import BackendOptions
 from chronos.backends.redis_stack import RedisStackBackend
+from chronos.backends.redis_stack import documents as docs
 from chronos.backends.redis_stack.keys import Keys
-from chronos.models import Job, JobQuery
+from chronos.models import Execution, ExecutionQuery, Job, JobQuery
 from chronos.timeutil import now_ms
 from migrations_redis import MIGRATIONS, Migration, MigrationContext, schemas
 from migrations_redis import runner as migration_runner
@@ -68,13 +70,13 @@ def listed(backend: RedisStackBackend, tenant: str) -> list[str]:
 
 def test_migrate_twice_applies_once(r: redis.Redis, keys: Keys) -> None:
     before = now_ms()
-    assert run(r, keys) == ALL == ["0001_initial", "0002_job_executions"]
+    assert run(r, keys) == ALL == ["0001_initial", "0002_job_executions", "0003_executions_v2"]
     assert run(r, keys) == []
     assert indexes(r, keys) == sorted(
-        [keys.index_version("executions", 1), keys.index_version("jobs", 1)]
+        [keys.index_version("executions", 2), keys.index_version("jobs", 1)]
     )
     assert alias_target(r, keys, "jobs") == keys.index_version("jobs", 1)
-    assert alias_target(r, keys, "executions") == keys.index_version("executions", 1)
+    assert alias_target(r, keys, "executions") == keys.index_version("executions", 2)
     rows = migrations_redis.status(r, keys, MIGRATIONS)
     assert [row["name"] for row in rows] == ALL
     assert all(before <= row["applied_at"] <= now_ms() for row in rows)
@@ -112,7 +114,7 @@ def test_concurrent_migrations_apply_once(redis_stack_url: str, r: redis.Redis, 
     assert len(results) == 4
     assert sorted(name for result in results for name in result) == ALL
     assert indexes(r, keys) == sorted(
-        [keys.index_version("executions", 1), keys.index_version("jobs", 1)]
+        [keys.index_version("executions", 2), keys.index_version("jobs", 1)]
     )
 
 
@@ -130,12 +132,54 @@ def test_a_new_index_version_moves_the_alias_and_keeps_the_documents(
     assert run(r, keys, [*MIGRATIONS, v2]) == ["0002_test"]
     assert alias_target(r, keys, "jobs").endswith(":v2")
     assert indexes(r, keys) == sorted(
-        [keys.index_version("executions", 1), keys.index_version("jobs", 2)]
+        [keys.index_version("executions", 2), keys.index_version("jobs", 2)]
     )
     assert r.get(keys.schema_version()) == str(len(ALL) + 1)
     assert r.exists(keys.job("t", "a"), keys.job("t", "b:c"), keys.job("t", "*")) == 3
     assert listed(backend, "t") == ["a", "b:c", "*"]
     assert run(r, keys, [*MIGRATIONS, v2]) == []
+
+
+def test_executions_v2_finds_what_v1_found_in_records_of_both_layouts(
+    r: redis.Redis, keys: Keys, backend: RedisStackBackend
+) -> None:
+    """0003 rebuilds the executions index without rewriting a record: one written in the
+    earlier layout (every field named) and one in the packed layout answer every kind of search
+    the same before and after, and read back whole."""
+    assert run(r, keys, MIGRATIONS[:2]) == ALL[:2]
+    tenant = "t|1"
+    common = dict(tenant_id=tenant, job_id="a:b", status="failed", stdout="alpha beta\n",
+                  error_message="gamma {x}", host="h*", job_version="v|2", trigger_id="tr\\",
+                  labels={"env": "prod"}, exit_code=1, received_at=T)  # fmt: skip
+    old = Execution(exec_id="old", started_at=T, finished_at=T + 10, **common)  # type: ignore[arg-type]
+    new = Execution(exec_id="new", started_at=T + 1, finished_at=T + 11, **common)  # type: ignore[arg-type]
+    earlier = {f.name: getattr(old, f.name) for f in dataclasses.fields(Execution)}
+    earlier["_k"] = docs.execution_to_doc(old)["_k"]
+    r.json().set(keys.execution(tenant, "old"), "$", earlier)
+    backend.write_executions(tenant, [new])
+    queries = [
+        ExecutionQuery(text="alpha"),
+        ExecutionQuery(text="gamma x"),
+        ExecutionQuery(job_id="a:b", statuses=("failed", "timeout"), host="h*",
+                       job_version="v|2", trigger_id="tr\\"),  # fmt: skip
+        ExecutionQuery(since=T, until=T + 2),
+    ]
+
+    def found(who: str) -> list[list[str]]:
+        return [[e.exec_id for e in backend.search_executions(who, q).items] for q in queries]
+
+    assert found(tenant) == [["new", "old"]] * len(queries)
+    assert run(r, keys) == ["0003_executions_v2"]
+    assert alias_target(r, keys, "executions") == keys.index_version("executions", 2)
+    assert indexes(r, keys) == sorted(
+        [keys.index_version("executions", 2), keys.index_version("jobs", 1)]
+    )
+    assert found(tenant) == [["new", "old"]] * len(queries)
+    assert found("t") == [[]] * len(queries)
+    assert backend.get_execution(tenant, "old") == old
+    assert backend.get_execution(tenant, "new") == new
+    options = r.execute_command("FT.INFO", keys.index_alias("executions"))["index_options"]
+    assert {"NOOFFSETS", "NOFREQS"} <= set(options)
 
 
 def test_build_index_is_resumable_when_the_target_exists(r: redis.Redis, keys: Keys) -> None:

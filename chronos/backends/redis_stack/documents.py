@@ -2,6 +2,14 @@
 
 The user's values are stored under their own names, exactly as given. ``_k`` holds the
 encoded copies that the search indices' TAG fields read (see ``keys.enc``).
+
+An execution document names only what Redis itself reads or what repeats from run to run: the
+ids, status and times, the text the executions index searches, and the handler's source
+(RedisJSON stores equal strings once). The small fields nothing in Redis reads are packed into
+one JSON string under ``_x``, and fields without a value are left out: RedisJSON spends ~50
+bytes on every member of an object, which at millions of executions is most of what a record
+without output costs. A document without ``_x`` was written before that (every field named)
+and reads the same.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ _JOB_FIELDS = {f.name for f in dataclasses.fields(Job)} - {"state"}
 _EXEC_FIELDS = {f.name for f in dataclasses.fields(Execution)}
 _STATE_FIELDS = {f.name for f in dataclasses.fields(JobState)}
 _EXEC_ORDER = tuple(f.name for f in dataclasses.fields(Execution))
+#: Execution fields packed into ``_x`` (see the module's docstring).
+EXEC_PACKED = frozenset({"exit_code", "code_language", "attempt", "app_version", "sdk_version",
+                         "labels", "metadata", "truncated", "received_at"})  # fmt: skip
 
 
 def dumps(value: Any) -> str:
@@ -44,7 +55,13 @@ def job_from_doc(doc: dict[str, Any], state: dict[str, Any] | None) -> Job:
 
 def execution_to_doc(execution: Execution) -> dict[str, Any]:
     # Shallow on purpose (dataclasses.asdict deep-copies): the dict is encoded at once.
-    doc = {name: getattr(execution, name) for name in _EXEC_ORDER}
+    doc: dict[str, Any] = {}
+    packed: dict[str, Any] = {}
+    for name in _EXEC_ORDER:
+        value = getattr(execution, name)
+        if value is not None and value != {} and value != []:
+            (packed if name in EXEC_PACKED else doc)[name] = value
+    doc["_x"] = dumps(packed)
     k: dict[str, Any] = {"t": enc(execution.tenant_id), "job": enc(execution.job_id)}
     if execution.job_version is not None:
         k["v"] = enc(execution.job_version)
@@ -57,7 +74,9 @@ def execution_to_doc(execution: Execution) -> dict[str, Any]:
 
 
 def execution_from_doc(doc: dict[str, Any]) -> Execution:
-    return Execution(**{k: v for k, v in doc.items() if k in _EXEC_FIELDS})
+    fields = dict(doc)
+    fields.update(json.loads(doc.get("_x") or "{}"))
+    return Execution(**{k: v for k, v in fields.items() if k in _EXEC_FIELDS})
 
 
 def user_to_doc(user: User) -> dict[str, Any]:
