@@ -6,10 +6,10 @@ encoded copies that the search indices' TAG fields read (see ``keys.enc``).
 An execution document names only what Redis itself reads or what repeats from run to run: the
 ids, status and times, the text the executions index searches, and the handler's source
 (RedisJSON stores equal strings once). The small fields nothing in Redis reads are packed into
-one JSON string under ``_x``, and fields without a value are left out: RedisJSON spends ~50
-bytes on every member of an object, which at millions of executions is most of what a record
-without output costs. A document without ``_x`` was written before that (every field named)
-and reads the same.
+one JSON string under ``_x``, and fields without a value are left out: RedisJSON spends tens
+of bytes on every member of an object, ~600 bytes a record in all before this (see
+docs/benchmarks.md). A document without ``_x`` was written before that (every field named) and
+reads the same.
 """
 
 from __future__ import annotations
