@@ -30,7 +30,7 @@ chronos_cli.add_command(retention_sweep)
 
 
 def _fail(exc: ChronosError) -> click.ClickException:
-    return click.ClickException(exc.message)
+    return click.ClickException(exc.for_operators)
 
 
 @chronos_cli.command("create-indices")

@@ -88,7 +88,7 @@ def tenant_retention(tenant: str, executions_days: int | str | None, max_per_job
             backend.set_retention(tenant, own.changed(**changes))
             own = backend.get_retention(tenant)
     except ChronosError as exc:
-        raise click.ClickException(exc.message) from exc
+        raise click.ClickException(exc.for_operators) from exc
     defaults = defaults_from_config(get_state().config)
     effective = own.over(defaults)
     click.echo(f"retention of tenant {tenant!r}" + (" (changed)" if changes else "") + ":")
@@ -111,4 +111,4 @@ def retention_sweep(tenants: tuple[str, ...]) -> None:
             removed, _ = sweep_tenant(backend, tenant, now_ms(), None)
             click.echo(f"{tenant}: removed {removed}")
     except ChronosError as exc:
-        raise click.ClickException(exc.message) from exc
+        raise click.ClickException(exc.for_operators) from exc

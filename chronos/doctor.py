@@ -203,7 +203,7 @@ def run(state: ChronosState, clock: Callable[[], int] = now_ms) -> list[Result]:
     try:
         cls = backend_class(url)
     except ChronosError as exc:
-        results.append(fail("backend", exc.message, "fix CHRONOS_BACKEND_URL"))
+        results.append(fail("backend", exc.for_operators, "fix CHRONOS_BACKEND_URL"))
         return results + _skipped((*REDIS_CHECKS, "scanner"), "no usable backend")
     from chronos.backends.redis_stack import RedisStackBackend
 
@@ -240,7 +240,7 @@ def _other_backend(cls: type[Backend], url: str, state: ChronosState) -> list[Re
         return [
             fail(
                 "backend",
-                f"The {cls.name} backend does not answer: {exc.message}",
+                f"The {cls.name} backend does not answer: {exc.for_operators}",
                 "check CHRONOS_BACKEND_URL",
             )
         ]
@@ -269,7 +269,7 @@ def _guarded(name: str, check: Callable[[], Result]) -> Result:
     try:
         return check()
     except ChronosError as exc:
-        return fail(name, f"Checking failed: {exc.message}", "see the message")
+        return fail(name, f"Checking failed: {exc.for_operators}", "see the message")
 
 
 # -- printing -------------------------------------------------------------------------------

@@ -29,10 +29,18 @@ class ChronosError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(self, message: str, *, details: Any = None, cause: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        #: What the operator needs beyond ``message`` (a driver's own words, which name hosts
+        #: and ports): for logs and the command line, never for an answer to a client.
+        self.cause = cause
+
+    @property
+    def for_operators(self) -> str:
+        """The message with its cause, for logs and the command line."""
+        return f"{self.message}: {self.cause}" if self.cause else self.message
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -95,6 +103,8 @@ class BackendUnavailable(ChronosError):
     status_code = 503
     code = "backend_unavailable"
 
-    def __init__(self, message: str, *, retry_after: int = 5, details: Any = None) -> None:
-        super().__init__(message, details=details)
+    def __init__(
+        self, message: str, *, retry_after: int = 5, details: Any = None, cause: str | None = None
+    ) -> None:
+        super().__init__(message, details=details, cause=cause)
         self.retry_after = max(1, int(retry_after))

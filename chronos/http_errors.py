@@ -13,6 +13,8 @@ come from a dashboard view or when the client prefers HTML to JSON (a browser do
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import marshmallow
@@ -28,6 +30,27 @@ log = logging.getLogger(__name__)
 #: Sent (sender: the app) each time a request finds the backend unavailable; the metrics
 #: count it here, so that no view has to.
 backend_unavailable = Namespace().signal("chronos.backend-unavailable")
+
+
+class OutageLog:
+    """Logs why the backend is unavailable (the driver's words, which the client never sees)
+    at most once every ``every_s`` seconds per app: in an outage every request fails."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._quiet = 0
+
+    def report(self, exc: ChronosError) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._last is not None and now - self._last < self.every_s:
+                self._quiet += 1
+                return
+            quiet, self._quiet, self._last = self._quiet, 0, now
+        more = f" ({quiet} more since the last report)" if quiet else ""
+        log.warning("storage backend unavailable: %s%s", exc.for_operators, more)
 
 
 def error_response(
@@ -79,6 +102,7 @@ def _respond(
 def _chronos_error(exc: ChronosError) -> Response:
     if isinstance(exc, BackendUnavailable):
         backend_unavailable.send(current_app._get_current_object(), error=exc)
+        current_app.extensions["chronos.outage_log"].report(exc)
     if exc.status_code >= 500 and not isinstance(exc, BackendUnavailable):
         log.error("internal error: %s", exc.message, exc_info=exc)
     retry_after = exc.retry_after if isinstance(exc, RateLimited | BackendUnavailable) else None
@@ -105,6 +129,7 @@ def _unexpected(exc: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["chronos.outage_log"] = OutageLog()
     app.register_error_handler(ChronosError, _chronos_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(marshmallow.ValidationError, _invalid)

@@ -173,6 +173,7 @@ def test_healthz_with_redis_down_is_503_with_retry_after(tmp_path: Path) -> None
     assert body["success"] is False
     assert body["code"] == "backend_unavailable"
     assert "unreachable" in body["error"]
+    assert url.rsplit(":", 1)[1].split("/")[0] not in response.get_data(as_text=True)
     assert get_state(app)._backend is None  # retried on the next call, not cached broken
 
 

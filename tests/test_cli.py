@@ -71,15 +71,17 @@ def test_migrate_then_status(runner: FlaskCliRunner) -> None:
 def test_migrate_with_redis_down_fails_cleanly(tmp_path: Path) -> None:
     from chronos.embedded import free_port
 
+    port = free_port()
     app = create_app(
         {
-            "CHRONOS_BACKEND_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "CHRONOS_BACKEND_URL": f"redis://127.0.0.1:{port}/0",
             "CHRONOS_DATA_DIR": str(tmp_path),
         }
     )
     result = app.test_cli_runner().invoke(args=["chronos", "migrate"])
     assert result.exit_code == 1
     assert "Redis is unreachable" in result.output
+    assert str(port) in result.output  # the operator is told where
     assert "Traceback" not in result.output
 
 

@@ -506,9 +506,12 @@ def test_a_tenant_over_its_rate_gets_429_and_others_do_not(
     assert get_state(app).backend().get_execution("acme", "q-3") is None
 
 
-def test_redis_unreachable_is_503_never_500(tmp_path: Path) -> None:
+def test_redis_unreachable_is_503_never_500(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
     down = create_app({
-        "TESTING": True, "CHRONOS_BACKEND_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "TESTING": True, "CHRONOS_BACKEND_URL": f"redis://127.0.0.1:{port}/0",
         "CHRONOS_AUTO_MIGRATE": False, "CHRONOS_DATA_DIR": str(tmp_path / "instance"),
     })  # fmt: skip
     client = down.test_client()
@@ -521,7 +524,12 @@ def test_redis_unreachable_is_503_never_500(tmp_path: Path) -> None:
         ):
             body = assert_json_error(response, 503)
             assert body["code"] == "backend_unavailable"
+            assert body["error"] == "Redis is unreachable"
+            assert str(port) not in response.get_data(as_text=True)  # no internal address
             assert_retry_after(response)
+        # The operator learns where: once in the log for the four failures, with the address.
+        outages = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(outages) == 1 and str(port) in outages[0], outages
         assert client.get("/api/openapi.json").status_code == 200
         assert_json_error(client.post(BATCH, json={"executions": []}), 401)  # no key: no I/O
     finally:

@@ -62,7 +62,7 @@ def _operator_families() -> list[Metric]:
         if isinstance(exc, BackendUnavailable):
             count_backend_error(exc)
         else:
-            log.error("metrics: could not read the backend: %s", exc.message)
+            log.error("metrics: could not read the backend: %s", exc.for_operators)
         found, up = [], False
     metrics = server_metrics()
     server = list(metrics.families()) if metrics is not None else []

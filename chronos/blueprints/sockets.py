@@ -100,7 +100,7 @@ def runner_socket(ws: Any) -> None:
         _serve_runner(ws, principal, jobs, runner)
     except ChronosError as exc:  # Redis went away: the runner reconnects with backoff
         if not isinstance(exc, BackendUnavailable):
-            log.error("runner socket of tenant %r: %s", principal.tenant_id, exc.message)
+            log.error("runner socket of tenant %r: %s", principal.tenant_id, exc.for_operators)
         _close_with(ws, exc)
     finally:
         socket_closed("runner")

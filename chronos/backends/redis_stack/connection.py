@@ -30,10 +30,13 @@ _TRANSIENT_REPLIES = ("LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "TRYAG
 def translate(exc: redis.RedisError) -> ChronosError:
     """The Chronos error for a driver error."""
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return BackendUnavailable(f"Redis is unreachable: {exc}", retry_after=5)
+        return BackendUnavailable("Redis is unreachable", retry_after=5, cause=str(exc))
     message = str(exc)
     if message.upper().startswith(_TRANSIENT_REPLIES) or isinstance(exc, redis.BusyLoadingError):
-        return BackendUnavailable(f"Redis cannot serve this now: {message}", retry_after=5)
+        word = message.split(" ", 1)[0].upper()
+        reply = word if word in _TRANSIENT_REPLIES else "LOADING"  # else: BusyLoadingError
+        return BackendUnavailable(f"Redis cannot serve this now ({reply})", retry_after=5,
+                                  cause=message)  # fmt: skip
     if "no such index" in message.lower() or "unknown index" in message.lower():
         return ChronosError(
             f"a search index is missing ({message}); run `flask chronos create-indices`"
