@@ -13,6 +13,10 @@
      and exitCode, times and durations written as the server writes them;
      [data-field="status"] also gets the class status-<status>; a[data-href-exec] links to
      /executions/<execId> and a[data-href-job] to /jobs/<jobId>.
+   - A <section data-kpi-url> (the overview's figures) is refetched from that summary API after
+     execution, job and lagging events and on each reconnect, at most once every 5 s; its
+     [data-kpi] elements get jobs, jobs-enabled, runs, failed, success-rate, avg and p95 of
+     the last 24 hours, written as the server writes them.
    - The browser's time zone goes into the "tz" cookie, so pages render local times.
    The server pings every 20 s; 60 s without any message means the link is dead. */
 (function () {
@@ -23,6 +27,7 @@
   var BACKOFF_MAX_MS = 30000;
   var OFFLINE_AFTER = 4; // failed attempts in a row before showing "offline"
   var MAX_ROWS = 50;
+  var KPI_EVERY_MS = 5000;
   var LABELS = {
     connecting: "connecting…",
     live: "live",
@@ -85,6 +90,12 @@
     var s = Math.floor(ms / 1000);
     if (s < 3600) return Math.floor(s / 60) + " min " + pad(s % 60) + " s";
     return Math.floor(s / 3600) + " h " + pad(Math.floor((s % 3600) / 60)) + " min";
+  }
+
+  /* As chronos.formatting.percent: "97.5 %". */
+  function percent(value) {
+    if (value === null || value === undefined) return "–";
+    return (Number(value) * 100).toFixed(1) + " %";
   }
 
   function fieldText(name, data) {
@@ -182,6 +193,61 @@
     });
   }
 
+  /* A function that refetches the section's figures: at once when the last fetch is over
+     KPI_EVERY_MS old, else once when it will be, however many events come meanwhile. */
+  function kpiRefresher(section) {
+    var url = section.getAttribute("data-kpi-url");
+    var timer = null;
+    var last = 0;
+
+    function set(name, text) {
+      var el = section.querySelector('[data-kpi="' + name + '"]');
+      if (el) el.textContent = text;
+    }
+
+    function show(summary) {
+      var day = summary.last24h;
+      set("jobs", String(summary.jobs.total));
+      set("jobs-enabled", summary.jobs.enabled + " active");
+      set("runs", String(day.runs));
+      set("failed", day.failure + " failed");
+      set("success-rate", percent(day.successRate));
+      set("avg", duration(day.avgDuration));
+      set("p95", duration(day.p95));
+    }
+
+    function fetchNow() {
+      timer = null;
+      last = Date.now();
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (body) { if (body && body.data) show(body.data); })
+        .catch(function () { /* the next event or reconnect tries again */ });
+    }
+
+    return function () {
+      if (timer !== null) return;
+      timer = window.setTimeout(fetchNow, Math.max(0, last + KPI_EVERY_MS - Date.now()));
+    };
+  }
+
+  function watchKpis() {
+    var section = document.querySelector("section[data-kpi-url]");
+    if (!section || !("fetch" in window)) return;
+    var refresh = kpiRefresher(section);
+    var hellos = 0;
+    document.addEventListener("chronos:event", function (event) {
+      var message = event.detail;
+      if (message.type === "hello") {
+        hellos += 1;
+        if (hellos > 1) refresh(); // events may have been missed while disconnected
+      } else if (message.type === "execution" || message.type === "job" ||
+                 message.type === "lagging") {
+        refresh();
+      }
+    });
+  }
+
   function start(liveUrl) {
     var url = new URL(liveUrl, window.location.href);
     url.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
@@ -268,6 +334,7 @@
 
   function init() {
     rememberTimeZone();
+    watchKpis();
     var liveUrl = document.body && document.body.getAttribute("data-live-url");
     if (liveUrl && "WebSocket" in window) start(liveUrl);
     else setStatus("offline", "live updates are not available");

@@ -491,6 +491,13 @@ def check_keys(s: Session, seed: Seed, screenshots: Path) -> None:
 
 
 # live updates and the tenant wall ------------------------------------------------------------
+def kpi_numbers(page: Page) -> dict[str, int]:
+    """The overview's counts: jobs, enabled jobs, runs and failed runs of the last 24 h."""
+    names = {"jobs": "jobs", "enabled": "jobs-enabled", "runs": "runs", "failed": "failed"}
+    return {key: int(page.locator(f"[data-kpi={name}]").inner_text().split()[0])
+            for key, name in names.items()}  # fmt: skip
+
+
 def wait_live(page: Page) -> None:
     expect(page.locator("#live-status")).to_have_text("live")
     expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
@@ -506,6 +513,7 @@ def test_new_execution_appears_live_within_2s_for_its_tenant_only(
     wait_live(zed.page)
     rows = "tbody[data-live-prepend=execution] tr"
     before_alice, before_zed = alice.page.locator(rows).count(), zed.page.locator(rows).count()
+    kpis = {s: kpi_numbers(s.page) for s in (alice, zed)}
 
     now = now_ms()
     sent = time.monotonic()
@@ -526,6 +534,11 @@ def test_new_execution_appears_live_within_2s_for_its_tenant_only(
         "href", "/jobs/invoice-sync"
     )
     expect(alice.page.locator("#live-status")).to_have_text("live")
+    # The figures at the top follow (refetched at most every 5 s), for this tenant only.
+    expect(alice.page.locator("[data-kpi=runs]")).to_have_text(
+        str(kpis[alice]["runs"] + 1), timeout=7000
+    )
+    assert kpi_numbers(alice.page)["failed"] == kpis[alice]["failed"]
     shot(alice.page, screenshots, "live-overview")
 
     # zed's page, open all along, never gets it.
@@ -544,9 +557,14 @@ def test_new_execution_appears_live_within_2s_for_its_tenant_only(
         re.compile(r"\bstatus-failed\b")
     )
     shot(zed.page, screenshots, "live-overview-zed")
+    expect(zed.page.locator("[data-kpi=failed]")).to_have_text(
+        f"{kpis[zed]['failed'] + 1} failed", timeout=7000
+    )
+    assert kpi_numbers(zed.page)["runs"] == kpis[zed]["runs"] + 1
     alice.page.wait_for_timeout(max(0, 2000 - (time.monotonic() - sent) * 1000))
     assert "exz-live-001" not in alice.page.content()
     expect(alice.page.locator(rows)).to_have_count(before_alice + 1)
+    assert kpi_numbers(alice.page)["runs"] == kpis[alice]["runs"] + 1
 
     # A job registered meanwhile is announced on the open overview, to its tenant only.
     request = urllib.request.Request(
@@ -559,8 +577,15 @@ def test_new_execution_appears_live_within_2s_for_its_tenant_only(
     notice = alice.page.locator("[data-live-notice]")
     expect(notice).to_be_visible(timeout=2000)
     expect(notice).to_contain_text("job:brand-new")
+    expect(alice.page.locator("[data-kpi=jobs]")).to_have_text(
+        str(kpis[alice]["jobs"] + 1), timeout=7000
+    )
+    expect(alice.page.locator("[data-kpi=jobs-enabled]")).to_have_text(
+        f"{kpis[alice]['enabled'] + 1} active"
+    )
     zed.page.wait_for_timeout(500)
     expect(zed.page.locator("[data-live-notice]")).to_be_hidden()
+    assert kpi_numbers(zed.page)["jobs"] == kpis[zed]["jobs"]
 
     row.get_by_role("link", name="exa-live-001").click()
     expect(alice.page).to_have_url(alice.base + "/executions/exa-live-001")
