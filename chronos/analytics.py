@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from chronos.backends.base import Backend
 from chronos.health import HEALTHS, job_health
-from chronos.models import Job, JobQuery, MetricBucket
+from chronos.models import Job, JobQuery, MetricBucket, VersionStats
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -458,3 +458,29 @@ def sort_rows(rows: Sequence[JobRow], sort: str, order: str) -> list[JobRow]:
     present = [row for row in ordered if getattr(row, attr) is not None]
     present.sort(key=key, reverse=order == "desc")  # stable: equal keys stay in id order
     return present + [row for row in ordered if getattr(row, attr) is None]
+
+
+# versions ----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class VersionRow:
+    """A version of a job (``version_stats``) against the one before it."""
+
+    stats: VersionStats
+    success_rate: float | None
+    #: Success rate minus the previous version's, in percentage points.
+    rate_change_pp: float | None = None
+    #: The p95 duration over the previous version's, minus one (``0.4``: 40 % slower).
+    p95_change: float | None = None
+
+
+def compare_versions(stats: Sequence[VersionStats]) -> list[VersionRow]:
+    """``stats`` (newest first) as rows, each compared with the next one (the version that
+    came before it); the oldest has nothing to compare with."""
+    rows = [VersionRow(v, success_rate(v.success, v.failure)) for v in stats]
+    for row, before in zip(rows, rows[1:]):
+        if row.success_rate is not None and before.success_rate is not None:
+            row.rate_change_pp = (row.success_rate - before.success_rate) * 100
+        new, old = row.stats.duration_p95_ms, before.stats.duration_p95_ms
+        if new is not None and old:
+            row.p95_change = new / old - 1
+    return rows

@@ -226,6 +226,24 @@ class ExecutionQuery:
     cursor: str | None = None
 
 
+#: What ``ExecutionStore.version_stats`` groups by: the job's version or the app's.
+VERSION_KINDS: tuple[str, ...] = ("job", "app")
+
+
+@dataclass(slots=True)
+class VersionStats:
+    """A job's terminal runs of one version (``None``: runs that reported none) in a window."""
+
+    version: str | None
+    runs: int = 0
+    success: int = 0
+    failure: int = 0
+    duration_avg_ms: float | None = None
+    duration_p95_ms: float | None = None
+    first_started_at: int = 0
+    last_started_at: int = 0
+
+
 @dataclass(slots=True)
 class MetricBucket:
     """Counts of terminal executions whose ``finished_at`` fell in ``[start, end)``."""

@@ -16,6 +16,8 @@ from chronos.blueprints.analytics import (
     TrendsOutSchema,
     TrendsQuerySchema,
     TzQuerySchema,
+    VersionsOutSchema,
+    VersionsQuerySchema,
 )
 from chronos.blueprints.settings import RetentionAnswerSchema, RetentionUpdateSchema
 from chronos.schemas import (
@@ -146,6 +148,11 @@ class JobsAnswerSchema(Schema):
     data = fields.Nested(JobsOutSchema)
 
 
+class VersionsAnswerSchema(Schema):
+    success = fields.Boolean()
+    data = fields.Nested(VersionsOutSchema)
+
+
 _ERRORS = {
     "400": "the body is not JSON or not of the expected shape",
     "401": "missing or invalid API key",
@@ -216,7 +223,7 @@ def build_spec() -> dict[str, Any]:
         "ExecutionPage": ExecutionPageSchema, "JobOne": JobOneSchema,
         "ExecutionOne": ExecutionOneSchema, "TriggerList": TriggerListSchema,
         "AnalyticsSummary": SummaryAnswerSchema, "AnalyticsTrends": TrendsAnswerSchema,
-        "AnalyticsJobs": JobsAnswerSchema,
+        "AnalyticsJobs": JobsAnswerSchema, "AnalyticsVersions": VersionsAnswerSchema,
     }.items():  # fmt: skip
         spec.components.schema(name, schema=schema)
     write_codes = ("400", "401", "403", "413", "422", "429", "503")
@@ -257,6 +264,9 @@ def build_spec() -> dict[str, Any]:
     spec.path("/api/analytics/jobs", operations={"get": _op(
         "Per-job runs, success rate, failures, p50/p95/p99, last failure and health",
         "AnalyticsJobs", params=JobsQuerySchema)})  # fmt: skip
+    spec.path("/api/analytics/versions", operations={"get": _op(
+        "One job's runs, success rate, average and p95 duration per job or app version, "
+        "newest first", "AnalyticsVersions", params=VersionsQuerySchema)})  # fmt: skip
     spec.components.schema("Retention", schema=RetentionAnswerSchema)
     spec.components.schema("RetentionUpdate", schema=RetentionUpdateSchema)
     spec.path("/api/settings/retention", operations={

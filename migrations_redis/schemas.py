@@ -64,7 +64,8 @@ def executions_v2(keys: Keys) -> list[str]:
     output. Searches are an AND of words, filtered by tags and sorted by ``started_at``:
     term offsets (``NOOFFSETS``) serve only phrases, slop and highlighting, and term
     frequencies (``NOFREQS``) only scoring. ``finished_at`` and ``received_at`` are never
-    queried, and nothing sorts by ``duration_ms``."""
+    queried, and nothing sorts by ``duration_ms``. New: the app version, which runs are
+    grouped by (``version_stats``); records written before it have none to index."""
     return [
         "ON", "JSON", "PREFIX", "1", keys.execution_prefix(), "STOPWORDS", "0",
         "NOOFFSETS", "NOFREQS", "SCHEMA",
@@ -74,6 +75,7 @@ def executions_v2(keys: Keys) -> list[str]:
         *_tag("$._k.v", "version"),
         *_tag("$._k.host", "host"),
         *_tag("$._k.trig", "trigger"),
+        *_tag("$._k.av", "app_version"),
         *_numeric("$.started_at", "started_at"),
         *_numeric("$.duration_ms", "duration_ms", sortable=False),
         *_text("$.error_type", "error_type"),

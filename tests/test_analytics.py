@@ -24,7 +24,7 @@ from chronos.analytics import DAY, HOUR, RangeError, bucket_edges
 from chronos.backends.base import Backend
 from chronos.backends.redis_stack import RedisStackBackend
 from chronos.extension import get_state
-from chronos.models import Execution, Job, User
+from chronos.models import Execution, Job, User, VersionStats
 from chronos.timeutil import now_ms, parse_timestamp, to_iso
 
 MINUTE = 60_000
@@ -471,6 +471,9 @@ def test_auth(client: FlaskClient, tenants: Tenants, seed: Seed, path: str) -> N
         ("jobs", {"order": "sideways"}, "order"),
         ("jobs", {"range": "custom", "start": "yesterday", "end": "0"}, "start"),
         ("trends", {"jobId": ""}, "jobId"),
+        ("versions", {}, "jobId"),
+        ("versions", {"jobId": "alpha", "by": "host"}, "by"),
+        ("versions", {"jobId": "alpha", "range": "custom", "start": "2025-01-01"}, "range"),
     ],
 )
 def test_bad_parameters_are_422_naming_them(
@@ -482,9 +485,58 @@ def test_bad_parameters_are_422_naming_them(
     assert body["success"] is False and field in body["details"], body
 
 
+def test_compare_versions_sets_each_against_the_one_before() -> None:
+    rows = analytics.compare_versions([
+        VersionStats("v3", runs=4, success=2, failure=2, duration_p95_ms=150.0),
+        VersionStats("v2", runs=2, success=0, failure=0, duration_p95_ms=None),  # cancelled
+        VersionStats("v1", runs=5, success=4, failure=1, duration_p95_ms=100.0),
+        VersionStats(None, runs=1, success=1, failure=0, duration_p95_ms=0.0),
+    ])  # fmt: skip
+    assert [(r.success_rate, r.rate_change_pp, r.p95_change) for r in rows] == [
+        (0.5, None, None),  # v2 decided nothing and has no duration
+        (None, None, None),
+        (0.8, pytest.approx(-20.0), None),  # a p95 of 0 ms gives no ratio
+        (1.0, None, None),
+    ]
+    assert analytics.compare_versions([]) == []
+
+
+def test_versions_compare_a_jobs_releases(
+    client: FlaskClient, tenants: Tenants, reader: dict[str, str], backend: Backend
+) -> None:
+    now = now_ms()
+
+    def versioned(n: int, status: str, version: str, app: str, duration: int) -> Execution:
+        return Execution("acme", f"ver-{n}", "ver", status, now - (10 - n) * MINUTE,
+                         finished_at=now - (10 - n) * MINUTE + duration, duration_ms=duration,
+                         job_version=version, app_version=app)  # fmt: skip
+
+    backend.write_executions("acme", [
+        versioned(0, "success", "v1", "3.1.0", 100), versioned(1, "success", "v1", "3.1.0", 100),
+        versioned(2, "failed", "v2", "3.2.0", 300), versioned(3, "success", "v2", "3.1.0", 300),
+    ])  # fmt: skip
+    data = answer(client, reader, "versions", jobId="ver", range="24h")
+    assert (data["jobId"], data["by"], data["range"]) == ("ver", "job", "24h")
+    assert data["start"].endswith("Z") and data["end"].endswith("Z")
+    assert data["versions"] == [
+        {"version": "v2", "runs": 2, "success": 1, "failure": 1, "successRate": 0.5,
+         "avgDuration": 300.0, "p95": 300.0, "firstStartedAt": to_iso(now - 8 * MINUTE),
+         "lastStartedAt": to_iso(now - 7 * MINUTE)},
+        {"version": "v1", "runs": 2, "success": 2, "failure": 0, "successRate": 1.0,
+         "avgDuration": 100.0, "p95": 100.0, "firstStartedAt": to_iso(now - 10 * MINUTE),
+         "lastStartedAt": to_iso(now - 9 * MINUTE)},
+    ]  # fmt: skip
+    by_app = answer(client, reader, "versions", jobId="ver", by="app", range="7d")["versions"]
+    assert [(v["version"], v["runs"], v["failure"]) for v in by_app] == [
+        ("3.2.0", 1, 1), ("3.1.0", 3, 0)]  # fmt: skip
+    zeta = Tenants.headers(tenants.key("zeta", "read"))
+    assert answer(client, zeta, "versions", jobId="ver", range="7d")["versions"] == []
+    assert client.get("/api/analytics/versions?jobId=ver").status_code == 401
+
+
 def test_openapi_documents_the_analytics_paths(client: FlaskClient) -> None:
     paths = client.get("/api/openapi.json").get_json()["paths"]
-    for name in ("summary", "trends", "jobs"):
+    for name in ("summary", "trends", "jobs", "versions"):
         assert "get" in paths[f"/api/analytics/{name}"]
     params = {p["name"] for p in paths["/api/analytics/trends"]["get"]["parameters"]}
     assert params == {"range", "start", "end", "bucket", "tz", "jobId"}

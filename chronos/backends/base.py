@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chronos.models import (
+    VERSION_KINDS,
     ApiKey,
     Delivery,
     Event,
@@ -31,12 +32,24 @@ from chronos.models import (
     Page,
     Trigger,
     User,
+    VersionStats,
     WriteOutcome,
 )
 from chronos.retention import DEFAULT_MAX_EXECUTIONS_PER_JOB, RetentionPolicy, RetentionSettings
 
 #: The counts ``MetricsStore.metric_totals`` can be asked for.
 TOTAL_COUNTS: tuple[str, ...] = ("runs", "success", "failure", "duration")
+
+
+def check_version_kind(by: str) -> None:
+    """``ValueError`` unless ``by`` is one of ``VERSION_KINDS``."""
+    if by not in VERSION_KINDS:
+        raise ValueError(f"by must be one of {', '.join(VERSION_KINDS)}, not {by!r}")
+
+
+def sort_versions(stats: list[VersionStats]) -> list[VersionStats]:
+    """``version_stats``'s order: newest first start first, then by version."""
+    return sorted(stats, key=lambda v: (-v.first_started_at, v.version or ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +220,18 @@ class ExecutionStore(abc.ABC):
         stack, stdout or stderr, literally; a ``text`` without any word matches nothing.
         ``limit`` is 1..1000.
         Pages follow ``next_cursor``; a bad cursor raises ``ValidationError``.
+        """
+
+    @abc.abstractmethod
+    def version_stats(
+        self, tenant_id: str, job_id: str, by: str, since: int, until: int
+    ) -> list[VersionStats]:
+        """The job's stored terminal runs that started in ``[since, until)``, grouped by
+        ``job_version`` (``by="job"``) or ``app_version`` (``by="app"``); runs without one form
+        the group of version ``None``. Per group: runs, successes, failures (failed, timed
+        out, missed), average and p95 of the reported durations (``None`` without any; the
+        p95 may be approximate), first and last start. Newest first: by first start,
+        descending, then by version. Records only: what retention removed is not counted.
         """
 
 

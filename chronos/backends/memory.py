@@ -17,9 +17,20 @@ from typing import Any
 
 from chronos import timeutil
 from chronos.backends import cursor
-from chronos.backends.base import Backend, BackendOptions, Subscription
+from chronos.backends.base import (
+    Backend,
+    BackendOptions,
+    Subscription,
+    check_version_kind,
+    sort_versions,
+)
 from chronos.backends.memory_events import MemoryHub
-from chronos.backends.memory_metrics import MetricSeries, validate_edges, validate_quantiles
+from chronos.backends.memory_metrics import (
+    MetricSeries,
+    interpolated_quantile,
+    validate_edges,
+    validate_quantiles,
+)
 from chronos.backends.memory_retention import JobExecutions, MemoryRetention
 from chronos.backends.memory_triggers import MemoryTriggers, SortedIndex, TriggerQueues
 from chronos.errors import Conflict, NotFound, ValidationError
@@ -36,6 +47,7 @@ from chronos.models import (
     MetricBucket,
     Page,
     User,
+    VersionStats,
     WriteOutcome,
 )
 from chronos.retention import RetentionSettings
@@ -324,6 +336,34 @@ class MemoryBackend(MemoryTriggers, MemoryRetention, Backend):
                 last = page[-1]
                 next_cursor = cursor.encode("executions", s=last.started_at, id=last.exec_id)
             return Page(items=copy.deepcopy(page), next_cursor=next_cursor)
+
+    def version_stats(
+        self, tenant_id: str, job_id: str, by: str, since: int, until: int
+    ) -> list[VersionStats]:
+        check_version_kind(by)
+        field = "job_version" if by == "job" else "app_version"
+        groups: dict[str | None, list[Execution]] = {}
+        with self._lock:
+            for exec_id in list(self._executions.get(tenant_id, {})):
+                stored = self._live_execution(tenant_id, exec_id)
+                if stored is None:
+                    continue
+                e = stored.record
+                if e.job_id == job_id and e.terminal and since <= e.started_at < until:
+                    groups.setdefault(getattr(e, field), []).append(e)
+        stats = []
+        for version, runs in groups.items():
+            durations = sorted(float(d) for e in runs if (d := e.duration_ms) is not None)
+            stats.append(VersionStats(
+                version, runs=len(runs),
+                success=sum(e.status == "success" for e in runs),
+                failure=sum(e.status in FAILURE_STATUSES for e in runs),
+                duration_avg_ms=sum(durations) / len(durations) if durations else None,
+                duration_p95_ms=interpolated_quantile(durations, 0.95) if durations else None,
+                first_started_at=min(e.started_at for e in runs),
+                last_started_at=max(e.started_at for e in runs),
+            ))  # fmt: skip
+        return sort_versions(stats)
 
     # metrics -------------------------------------------------------------------------------
     def metric_buckets(

@@ -1,6 +1,7 @@
 """The analytics API: overview, trends and the per-job table, for the dashboard and for
 ``read``-scoped keys. Figures come from metric series and sketches (``chronos.analytics``),
-never from execution records.
+never from execution records, but for the comparison of versions (``/versions``), which
+groups a job's stored records (at most the per-job cap of them).
 
 Every answer is ``{"success": true, "data": {...}}``; durations are milliseconds, instants ISO
 8601 UTC. Bucket boundaries follow ``tz`` (an IANA name, default ``UTC``).
@@ -20,6 +21,7 @@ from chronos import analytics
 from chronos.auth import principal, require_reader
 from chronos.errors import ValidationError
 from chronos.extension import get_backend
+from chronos.models import VERSION_KINDS, VersionStats
 from chronos.schemas import ID, Timestamp
 from chronos.timeutil import now_ms
 
@@ -108,6 +110,39 @@ class TrendsOutSchema(Schema):
     buckets = fields.List(fields.Nested(TrendPointOutSchema))
 
 
+class VersionsQuerySchema(RangeQuerySchema):
+    job_id = fields.String(data_key="jobId", required=True, validate=ID)
+    by = fields.String(load_default="job", validate=validate.OneOf(VERSION_KINDS),
+                       metadata={"description": "the job's version, or the app's"})  # fmt: skip
+
+
+class VersionOutSchema(Schema):
+    version = fields.String(allow_none=True, metadata={"description": "null: none reported"})
+    runs = fields.Integer()
+    success = fields.Integer()
+    failure = fields.Integer(metadata={"description": "failed, timed out or missed"})
+    success_rate = fields.Method("_success_rate", data_key="successRate", allow_none=True)
+    avg_duration = fields.Float(attribute="duration_avg_ms", data_key="avgDuration",
+                                allow_none=True)  # fmt: skip
+    p95 = fields.Float(attribute="duration_p95_ms", allow_none=True)
+    first_started_at = Timestamp(data_key="firstStartedAt")
+    last_started_at = Timestamp(data_key="lastStartedAt")
+
+    def _success_rate(self, stats: VersionStats) -> float | None:
+        return analytics.success_rate(stats.success, stats.failure)
+
+
+class VersionsOutSchema(Schema):
+    job_id = fields.String(data_key="jobId")
+    by = fields.String()
+    range = fields.String()
+    start = Timestamp()
+    end = Timestamp()
+    versions = fields.List(fields.Nested(VersionOutSchema), metadata={
+        "description": "newest first (by first start); from the stored records, so within "
+                       "the execution retention"})  # fmt: skip
+
+
 class JobRowOutSchema(Schema):
     id = fields.String()
     name = fields.String()
@@ -138,6 +173,7 @@ class JobsOutSchema(Schema):
 
 _tz_query, _trends_query, _jobs_query = TzQuerySchema(), TrendsQuerySchema(), JobsQuerySchema()
 _summary_out, _trends_out, _jobs_out = SummaryOutSchema(), TrendsOutSchema(), JobsOutSchema()
+_versions_query, _versions_out = VersionsQuerySchema(), VersionsOutSchema()
 
 
 def _answer(schema: Schema, data: Any) -> Response:
@@ -195,3 +231,18 @@ def jobs() -> Response:
             "sort": args["sort"], "order": args["order"], "total": table.total,
             "offset": table.offset, "limit": args["limit"], "jobs": table.rows}  # fmt: skip
     return _answer(_jobs_out, data)
+
+
+@bp.get("/versions")
+@require_reader
+def versions() -> Response:
+    """One job's runs, success rate, average and p95 duration per version (of the job, or of
+    the app with ``by=app``), newest first, to compare a release with the one before."""
+    args = _versions_query.load(request.args)
+    with _range_errors():
+        start, end = analytics.resolve_range(args["range"], now_ms(), args["start"], args["end"])
+    found = get_backend().version_stats(principal().tenant_id, args["job_id"], args["by"],
+                                        start, end)  # fmt: skip
+    data = {"job_id": args["job_id"], "by": args["by"], "range": args["range"], "start": start,
+            "end": end, "versions": found}  # fmt: skip
+    return _answer(_versions_out, data)

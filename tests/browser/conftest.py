@@ -216,6 +216,11 @@ ACME_RUNS: list[tuple[str, float, str, int, dict]] = [
     ("data-cleanup", 1.2, "success", 3_900, {"stdout": "120 rows expired"}),
 ]
 
+#: invoice-sync's release v42 went out 9 hours ago: its runs report their job version.
+ACME_RUNS = [(job, hours, status, ms, {**extra, "job_version": "v42" if hours < 9 else "v41"})
+             if job == "invoice-sync" else (job, hours, status, ms, extra)
+             for job, hours, status, ms, extra in ACME_RUNS]  # fmt: skip
+
 ZETA_JOBS = [
     ("zeta-etl", "Zeta ETL", "Loads the zebrafish survey", "*/10 * * * *", True, None, []),
     ("zeta-audit", "Zeta audit", "Audits zebrafish tanks", "0 6 * * *", True, None, []),

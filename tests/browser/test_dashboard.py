@@ -297,7 +297,26 @@ def check_job_detail(s: Session, seed: Seed, screenshots: Path) -> None:
     assert sum(a + b for a, b in counted) == len(week)
     assert sum(b for _, b in counted) == week_failed
     expect(page.locator("#executions-section tbody tr")).to_have_count(len(week))
+
+    # Versions: the release of 9 hours ago against the one before it.
+    versions = page.locator("table[data-versions] tbody tr")
+    expect(versions).to_have_count(2)
+    cells = [versions.nth(i).locator("td").all_inner_texts() for i in range(2)]
+    assert [c[:5] for c in cells] == [
+        ["v42", "5", "1", formatting.percent(4 / 5), "+13.3 pp"],
+        ["v41", "6", "2", formatting.percent(4 / 6), "–"],
+    ]
+    assert cells[0][6] != "–" and cells[0][7].endswith("%") and cells[1][7] == "–"
     shot(page, screenshots, "job-detail")
+    page.get_by_role("navigation", name="Group by").get_by_role("link", name="app version").click()
+    expect(versions).to_have_count(1)
+    expect(versions.locator("td").first).to_have_text("none reported")
+    expect(versions.locator("td").nth(1)).to_have_text(str(len(week)))
+    page.get_by_role("navigation", name="Group by").get_by_role("link", name="job version").click()
+    versions.first.get_by_role("link", name="v42").click()
+    expect(page).to_have_url(re.compile(r"/search\?.*version=v42"))
+    expect(page.locator("#search-results > li")).to_have_count(5)
+    s.goto("/jobs/invoice-sync")
 
     page.locator("nav[aria-label=Range]").get_by_role("link", name="24h").click()
     day = seed.runs("acme", seed.now - DAY, seed.now, job.id)

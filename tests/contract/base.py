@@ -29,6 +29,7 @@ from chronos.models import (
     JobState,
     Trigger,
     User,
+    VersionStats,
     replace,
 )
 
@@ -592,6 +593,79 @@ class BackendContract:
         e = make_exec("acme", "big", "a", stdout=big, stderr=big[:1000])
         backend.write_executions("acme", [e])
         assert backend.get_execution("acme", "big").stdout == big
+
+    # version stats ---------------------------------------------------------------------------
+    def _versioned_runs(self, backend: Backend, job: str) -> None:
+        """v1: three 1 s successes; one success reporting no version; v2: failed, timed out,
+        succeeded and cancelled in 3 s, one still running. App versions: "1.0" for v1 and
+        "2.0" for the rest. Around them: another job, another tenant, the window's edges."""
+        def run(n: int, status: str, version: str | None, app: str | None,
+                duration: int | None, **kw: Any) -> Execution:
+            return make_exec("acme", f"{job}/{n}", job, status=status,
+                             started_at=T0 + n * MINUTE, duration_ms=duration,
+                             job_version=version, app_version=app, **kw)  # fmt: skip
+
+        backend.write_executions("acme", [
+            run(0, "success", "v1{x}*", "1.0 | \\", 1000),
+            run(1, "success", "v1{x}*", "1.0 | \\", 1000),
+            run(2, "success", "v1{x}*", "1.0 | \\", 1000),
+            run(3, "success", None, "2.0", None),
+            run(4, "failed", "v2", "2.0", 3000),
+            run(5, "timeout", "v2", "2.0", 3000),
+            run(6, "success", "v2", "2.0", 3000),
+            run(7, "cancelled", "v2", "2.0", 3000),
+            run(8, "running", "v2", "2.0", None),
+            run(60, "success", "v2", "2.0", 3000),  # at the window's end: outside
+            make_exec("acme", f"{job}/other", "other", job_version="v2", app_version="2.0",
+                      started_at=T0 + 5 * MINUTE, duration_ms=5),
+        ])  # fmt: skip
+        backend.write_executions("zeta", [
+            make_exec("zeta", f"{job}/z", job, job_version="v2", app_version="2.0",
+                      started_at=T0 + 5 * MINUTE, duration_ms=5),
+        ])  # fmt: skip
+
+    def test_version_stats_by_job_version(self, backend: Backend) -> None:
+        job = "a|b"
+        self._versioned_runs(backend, job)
+        found = backend.version_stats("acme", job, "job", T0, T0 + 60 * MINUTE)
+        assert found == [
+            VersionStats("v2", runs=4, success=1, failure=2, duration_avg_ms=3000,
+                         duration_p95_ms=3000, first_started_at=T0 + 4 * MINUTE,
+                         last_started_at=T0 + 7 * MINUTE),
+            VersionStats(None, runs=1, success=1, failure=0, first_started_at=T0 + 3 * MINUTE,
+                         last_started_at=T0 + 3 * MINUTE),
+            VersionStats("v1{x}*", runs=3, success=3, failure=0, duration_avg_ms=1000,
+                         duration_p95_ms=1000, first_started_at=T0,
+                         last_started_at=T0 + 2 * MINUTE),
+        ]  # fmt: skip
+
+    def test_version_stats_by_app_version(self, backend: Backend) -> None:
+        self._versioned_runs(backend, "*")
+        found = backend.version_stats("acme", "*", "app", T0 + MINUTE, T0 + 61 * MINUTE)
+        assert [(v.version, v.runs, v.success, v.failure) for v in found] == [
+            ("2.0", 6, 3, 2), ("1.0 | \\", 2, 2, 0)]  # fmt: skip
+        new = found[0]
+        assert new.duration_avg_ms == 3000 and new.duration_p95_ms == 3000, new
+        assert (new.first_started_at, new.last_started_at) == (T0 + 3 * MINUTE, T0 + 60 * MINUTE)
+
+    def test_version_stats_of_nothing(self, backend: Backend) -> None:
+        self._versioned_runs(backend, "j")
+        assert backend.version_stats("acme", "j", "job", T0 + 9 * MINUTE, T0 + 60 * MINUTE) == []
+        assert backend.version_stats("acme", "nope", "job", T0, T0 + DAY) == []
+        assert backend.version_stats("other-tenant", "j", "app", T0, T0 + DAY) == []
+        with pytest.raises(ValueError, match="by must be one of"):
+            backend.version_stats("acme", "j", "host", T0, T0 + DAY)
+
+    def test_version_stats_p95_lies_within_the_durations(self, backend: Backend) -> None:
+        durations = [100 * (i + 1) for i in range(40)]
+        backend.write_executions("acme", [
+            make_exec("acme", f"p/{i}", "p", started_at=T0 + i * 1000, duration_ms=d,
+                      job_version="v")
+            for i, d in enumerate(durations)
+        ])  # fmt: skip
+        [found] = backend.version_stats("acme", "p", "job", T0, T0 + DAY)
+        assert found.runs == 40 and found.duration_avg_ms == sum(durations) / 40
+        assert found.duration_p95_ms is not None and 3600 <= found.duration_p95_ms <= 4000
 
     def test_returned_executions_are_copies(self, backend: Backend) -> None:
         e = make_exec("acme", "e1", "a", labels={"k": "v"})

@@ -365,6 +365,16 @@ def analytics_trends(walk: Walk) -> None:
             assert runs == (1 if job_id in SHARED else 0), job_id
 
 
+@route("/api/analytics/versions", "GET")
+def analytics_versions(walk: Walk) -> None:
+    for job_id in HOSTILE:
+        for by in ("job", "app"):
+            for data in _as_key_and_session(walk, "/api/analytics/versions", jobId=job_id,
+                                            by=by, range="7d"):  # fmt: skip
+                runs = sum(v["runs"] for v in data["versions"])
+                assert runs == (1 if job_id in SHARED else 0), (job_id, by)
+
+
 @route("/api/analytics/jobs", "GET")
 def analytics_jobs(walk: Walk) -> None:
     for data in _as_key_and_session(walk, "/api/analytics/jobs", range="7d"):

@@ -69,6 +69,8 @@ def execution_to_doc(execution: Execution) -> dict[str, Any]:
         k["host"] = enc(execution.host)
     if execution.trigger_id is not None:
         k["trig"] = enc(execution.trigger_id)
+    if execution.app_version is not None:
+        k["av"] = enc(execution.app_version)
     doc["_k"] = k
     return doc
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chronos.backends import cursor
-from chronos.backends.base import ExecutionStore
+from chronos.backends.base import ExecutionStore, check_version_kind, sort_versions
 from chronos.backends.redis_stack import documents as docs
 from chronos.backends.redis_stack.connection import translated
 from chronos.backends.redis_stack.core import (
@@ -15,14 +15,16 @@ from chronos.backends.redis_stack.core import (
     RedisCore,
 )
 from chronos.backends.redis_stack.jobs import check_limit
-from chronos.backends.redis_stack.keys import SKETCH_GRAINS, enc, totals_bucket_field
-from chronos.backends.redis_stack.search import Query, search_newest_first, words
+from chronos.backends.redis_stack.keys import SKETCH_GRAINS, dec, enc, totals_bucket_field
+from chronos.backends.redis_stack.search import Query, aggregate, search_newest_first, words
 from chronos.errors import ValidationError
 from chronos.models import (
     FAILURE_STATUSES,
+    TERMINAL_STATUSES,
     Execution,
     ExecutionQuery,
     Page,
+    VersionStats,
     WriteOutcome,
     duration_bucket,
 )
@@ -168,3 +170,60 @@ class RedisExecutions(RedisCore, ExecutionStore):
                 ties += skip
             next_cursor = cursor.encode("executions", ts=last, skip=ties)
         return Page(items=items, next_cursor=next_cursor)
+
+    @translated
+    def version_stats(
+        self, tenant_id: str, job_id: str, by: str, since: int, until: int
+    ) -> list[VersionStats]:
+        check_version_kind(by)
+        field = "@version" if by == "job" else "@app_version"
+        q = Query().tag("tenant", enc(tenant_id)).tag("job", enc(job_id))
+        q.tag("status", *sorted(TERMINAL_STATUSES)).numeric("started_at", since, until - 1)
+        r, index = self.client(), self.keys.index_alias("executions")
+        # Counts and starts per version and status; then the durations per version, of the
+        # runs that reported one. A duration is not sortable, so it is loaded from the
+        # documents (at most the per-job cap of them).
+        counts = aggregate(r, index, q, [
+            "GROUPBY", 2, field, "@status", "REDUCE", "COUNT", 0, "AS", "n",
+            "REDUCE", "MIN", 1, "@started_at", "AS", "first",
+            "REDUCE", "MAX", 1, "@started_at", "AS", "last",
+        ])  # fmt: skip
+        timed = q.copy().numeric("duration_ms", None, None)
+        durations = aggregate(r, index, timed, [
+            "LOAD", 1, "@duration_ms", "GROUPBY", 1, field,
+            "REDUCE", "AVG", 1, "@duration_ms", "AS", "avg",
+            "REDUCE", "QUANTILE", 2, "@duration_ms", "0.95", "AS", "p95",
+        ])  # fmt: skip
+        name = field[1:]
+        stats: dict[str | None, VersionStats] = {}
+        for row in counts:
+            version = _version(row.get(name))
+            first, last = int(float(row["first"])), int(float(row["last"]))
+            group = stats.get(version)
+            if group is None:
+                group = stats[version] = VersionStats(version, first_started_at=first)
+            n, status = int(row["n"]), row.get("status")
+            group.runs += n
+            group.success += n if status == "success" else 0
+            group.failure += n if status in FAILURE_STATUSES else 0
+            group.first_started_at = min(group.first_started_at, first)
+            group.last_started_at = max(group.last_started_at, last)
+        for row in durations:
+            group = stats.get(_version(row.get(name)))
+            if group is not None:  # written between the two reads: counted next time
+                group.duration_avg_ms = _number(row.get("avg"))
+                group.duration_p95_ms = _number(row.get("p95"))
+        return sort_versions(list(stats.values()))
+
+
+def _version(value: Any) -> str | None:
+    """A group's version: the TAG holds ``enc(version)``; no value means none was reported."""
+    return None if value is None or value == "" else dec(str(value))
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None  # NaN: nothing to average

@@ -89,6 +89,20 @@ def search_documents(
     return [json.loads(row["extra_attributes"]["$"]) for row in reply["results"]]
 
 
+def aggregate(r: redis.Redis, index: str, query: Query, steps: list[Any]) -> list[dict[str, Any]]:
+    """The rows of ``FT.AGGREGATE`` of ``query`` through ``steps`` (``GROUPBY``, ``REDUCE``,
+    ...), each a dict of its fields; a field a row has no value for is absent."""
+    args: list[Any] = ["FT.AGGREGATE", index, str(query), *steps]
+    if query.params:
+        args += ["PARAMS", len(query.params) * 2]
+        for name, value in query.params.items():
+            args += [name, value]
+    reply = r.execute_command(*args, "DIALECT", 2)
+    if isinstance(reply, dict):  # RESP3
+        return [dict(row.get("extra_attributes", {})) for row in reply.get("results", [])]
+    return [dict(zip(row[::2], row[1::2])) for row in reply[1:]]
+
+
 _HOUR = 3_600_000
 #: The time slices a newest-first search walks, each reaching further back than the last;
 #: what is older than the widest is searched last, in one go.

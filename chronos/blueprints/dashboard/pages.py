@@ -17,7 +17,7 @@ from chronos import analytics, charts, cron, formatting
 from chronos.blueprints.dashboard import admin_required, bp, login_required
 from chronos.extension import get_backend
 from chronos.health import HEALTHS, job_health
-from chronos.models import ALL_STATUSES, Execution, ExecutionQuery, Job, JobQuery
+from chronos.models import ALL_STATUSES, VERSION_KINDS, Execution, ExecutionQuery, Job, JobQuery
 from chronos.schemas import lifecycle
 from chronos.timeutil import now_ms, parse_timestamp, to_iso
 
@@ -219,6 +219,8 @@ def job_detail(job_id: str) -> str:
             fires = cron.next_fires(job.schedule, job.timezone, after, 5)
         except ValueError:
             fires = []
+    by = request.args.get("by") if request.args.get("by") in VERSION_KINDS else "job"
+    versions = analytics.compare_versions(backend.version_stats(tenant, job_id, by, start, end))
     triggers = backend.list_triggers(tenant, job_id, 10)
     q = request.args.get("q") or None
     page = backend.search_executions(tenant, ExecutionQuery(
@@ -237,7 +239,7 @@ def job_detail(job_id: str) -> str:
         "job.html", job=job, health=job_health(job, now), schedule=_describe(job), fires=fires,
         totals=totals, quantiles=quantiles, chart=_charts(trend, job_id), range=chosen,
         ranges=RANGES, start=start, end=end, bucket=bucket, lifecycle=lifecycle_rows,
-        executions=page.items, next_url=next_url, args=args,
+        executions=page.items, next_url=next_url, args=args, versions=versions, by=by,
     )  # fmt: skip
 
 
