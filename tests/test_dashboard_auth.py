@@ -5,9 +5,11 @@ cookie flags, and the live websocket accepting a dashboard session."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import re
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from conftest import LiveServer, Tenants, WSClient
 from flask import Flask
 from flask.testing import FlaskClient
 from simple_websocket import Client, ConnectionClosed
+from simple_websocket.errors import ConnectionError as SimpleWebsocketError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import TestResponse
 
@@ -414,7 +417,16 @@ def test_live_socket_accepts_a_dashboard_session(dash: Dashboard, live: LiveServ
     finally:
         with contextlib.suppress(ConnectionClosed, OSError):
             ws.close()
-    anonymous = WSClient.connect(url)
+    try:
+        anonymous = WSClient.connect(url)
+    except SimpleWebsocketError:
+        # The server refused and closed so fast that the client saw the close before it had
+        # finished its handshake (a loaded machine): refused all the same. The client leaves
+        # its socket to the garbage collector.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        return
     try:
         message = receive_json(anonymous)
         assert message is not None and message["type"] == "error"
