@@ -227,11 +227,12 @@ class ExecutionStore(abc.ABC):
         self, tenant_id: str, job_id: str, by: str, since: int, until: int
     ) -> list[VersionStats]:
         """The job's stored terminal runs that started in ``[since, until)``, grouped by
-        ``job_version`` (``by="job"``) or ``app_version`` (``by="app"``); runs without one form
-        the group of version ``None``. Per group: runs, successes, failures (failed, timed
-        out, missed), average and p95 of the reported durations (``None`` without any; the
-        p95 may be approximate), first and last start. Newest first: by first start,
-        descending, then by version. Records only: what retention removed is not counted.
+        ``job_version`` (``by="job"``) or ``app_version`` (``by="app"``); runs without one (or
+        with an empty one) form the group of version ``None``. Per group: runs, successes,
+        failures (failed, timed out, missed), average and p95 of the reported durations
+        (``None`` without any; the p95 may be approximate), first and last start. Newest
+        first: by first start, descending, then by version. Records only: what retention
+        removed is not counted.
         """
 
 

@@ -350,7 +350,7 @@ class MemoryBackend(MemoryTriggers, MemoryRetention, Backend):
                     continue
                 e = stored.record
                 if e.job_id == job_id and e.terminal and since <= e.started_at < until:
-                    groups.setdefault(getattr(e, field), []).append(e)
+                    groups.setdefault(getattr(e, field) or None, []).append(e)
         stats = []
         for version, runs in groups.items():
             durations = sorted(float(d) for e in runs if (d := e.duration_ms) is not None)

@@ -656,6 +656,19 @@ class BackendContract:
         with pytest.raises(ValueError, match="by must be one of"):
             backend.version_stats("acme", "j", "host", T0, T0 + DAY)
 
+    def test_version_stats_has_every_version(self, backend: Backend) -> None:
+        backend.write_executions("acme", [
+            make_exec("acme", f"m/{i}", "m", started_at=T0 + i * 1000, duration_ms=i,
+                      status="failed" if i % 3 else "success", job_version=f"{i:02d}",
+                      app_version="" if i == 0 else None)
+            for i in range(40)
+        ])  # fmt: skip
+        found = backend.version_stats("acme", "m", "job", T0, T0 + DAY)
+        assert [v.version for v in found] == [f"{i:02d}" for i in reversed(range(40))]
+        assert sum(v.success for v in found) == 14 and sum(v.failure for v in found) == 26
+        [none] = backend.version_stats("acme", "m", "app", T0, T0 + DAY)
+        assert (none.version, none.runs) == (None, 40)
+
     def test_version_stats_p95_lies_within_the_durations(self, backend: Backend) -> None:
         durations = [100 * (i + 1) for i in range(40)]
         backend.write_executions("acme", [
