@@ -49,7 +49,7 @@ def test_indexed_fields_stay_named_and_the_small_ones_are_packed() -> None:
     assert set(json.loads(doc["_x"])) == docs.EXEC_PACKED
     assert docs.EXEC_PACKED.isdisjoint(doc)
     assert doc["_k"] == {"t": enc("t|1"), "job": enc("{x}"), "v": enc("a b"),
-                         "host": enc("w\\1"), "trig": enc("tr*")}  # fmt: skip
+                         "host": enc("w\\1"), "trig": enc("tr*"), "av": enc("1.2")}  # fmt: skip
     assert doc["code_snippet"] == FULL.code_snippet  # repeats run to run: stored once by Redis
 
 
