@@ -36,6 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import wait_healthy  # noqa: E402
+
 from chronos.accounts import generate_api_key, hash_password  # noqa: E402
 from chronos.backends.base import BackendOptions  # noqa: E402
 from chronos.backends.redis_stack import RedisStackBackend  # noqa: E402
@@ -215,17 +217,7 @@ def main() -> None:
              "--threads", str(args.threads), "-b", f"127.0.0.1:{port}", "--log-level",
              "warning", "chronos:create_app()"], env=env,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_healthy(port, 30)
         batch = measure_batches(port, new.plaintext, total, threads=args.workers)
         print(f"(b) batch:   {batch:>9,.0f} executions/s  (HTTP, batches of {BATCH}, "
               f"gunicorn {args.workers}x{args.threads} gthread)")  # fmt: skip

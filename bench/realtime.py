@@ -49,6 +49,8 @@ import simple_websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import cpu_seconds, machine_busy_seconds, wait_healthy  # noqa: E402
+
 from chronos.accounts import generate_api_key, hash_password  # noqa: E402
 from chronos.backends.base import BackendOptions  # noqa: E402
 from chronos.backends.redis_stack import RedisStackBackend  # noqa: E402
@@ -279,42 +281,6 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def cpu_seconds(pids: list[int | None]) -> float:
-    """User + system CPU seconds used so far by ``pids`` (Linux; 0 where unreadable)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent busy since boot (Linux; 0 elsewhere)."""
-    try:
-        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_healthy(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=50)
@@ -360,7 +326,7 @@ def main() -> None:
              "--threads", str(args.threads), "-b", f"127.0.0.1:{port}", "--log-level",
              "warning", "chronos:create_app()"], env=env,
         )  # fmt: skip
-        wait_healthy(port)
+        wait_healthy(port, 30)
 
         clients = [(tenants[c % len(tenants)], read_keys[tenants[c % len(tenants)]])
                    for c in range(args.clients)]  # fmt: skip

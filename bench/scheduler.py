@@ -44,6 +44,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import cpu_seconds, machine_busy_seconds  # noqa: E402
+
 from chronos.backends.base import BackendOptions  # noqa: E402
 from chronos.backends.redis_stack import RedisStackBackend  # noqa: E402
 from chronos.embedded import RedisStackServer, answers, free_port  # noqa: E402
@@ -339,29 +341,11 @@ class Others:
     def __init__(self, server_pid: int | None) -> None:
         self.pids = [os.getpid(), server_pid]
         self.started = time.monotonic()
-        self.base = self._machine() - self._ours()
-
-    def _ours(self) -> float:
-        total = 0
-        for pid in self.pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _machine() -> float:
-        try:
-            ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        except (OSError, ValueError):
-            return 0.0
-        return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+        self.base = machine_busy_seconds() - cpu_seconds(self.pids)
 
     def percent(self) -> float:
         """Percent of one core the rest of the machine used since this was made."""
-        spent = self._machine() - self._ours() - self.base
+        spent = machine_busy_seconds() - cpu_seconds(self.pids) - self.base
         return max(0.0, 100 * spent / max(1e-9, time.monotonic() - self.started))
 
 

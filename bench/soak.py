@@ -55,6 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import cpu_seconds, machine_busy_seconds, wait_healthy  # noqa: E402
 from soak_load import (  # noqa: E402
     Sender,
     Tally,
@@ -63,7 +64,6 @@ from soak_load import (  # noqa: E402
     flat_out,
     paced,
     pct,
-    wait_healthy,
 )
 from soak_report import Report, Row  # noqa: E402
 from soak_watch import (  # noqa: E402
@@ -71,11 +71,9 @@ from soak_watch import (  # noqa: E402
     SLOTS,
     RedisProbe,
     children,
-    cpu_seconds,
     dashboards,
     load_average,
     login,
-    machine_busy_seconds,
     rss_bytes,
 )
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import re
 import threading
 import urllib.parse
@@ -157,24 +156,6 @@ def rss_bytes(pids: list[int]) -> int:
         found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         total += int(found.group(1)) * 1024 if found else 0
     return total
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds ``pids`` used so far (0 for those gone)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent busy since boot."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> str:
